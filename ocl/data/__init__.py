@@ -1,0 +1,1 @@
+"""Datasets, the batch contract and Lightning data modules."""

@@ -1,0 +1,1 @@
+"""Lightning modules: a shared base and one small file per method."""

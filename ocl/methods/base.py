@@ -1,0 +1,107 @@
+"""The Lightning module every method extends.
+
+A method only implements :meth:`ObjectCentricMethod.forward` (batch -> :class:`ModelOutput`);
+losses, optimisation, logging, deterministic evaluation and exact resumption live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from ocl.data.batch import VIDEO
+from ocl.losses.base import LossTerm
+from ocl.methods.output import ModelOutput
+from ocl.utils.rng import capture_rng_state, restore_rng_state, seeded
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training loss is NaN or infinite; no optimiser step is taken."""
+
+
+class ObjectCentricMethod(pl.LightningModule):
+    """Shared training logic.
+
+    Args:
+        losses: named loss terms; the total loss is ``sum(weight * term)``. Terms with weight
+            0 are dropped so they cost nothing.
+        optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_``).
+        scheduler: factory ``optimizer -> LRScheduler`` stepped every optimiser step, or None.
+        eval_seed: seed of the random stream used inside validation/test steps (evaluations
+            of the same weights always give the same numbers).
+    """
+
+    def __init__(
+        self,
+        losses: Mapping[str, LossTerm],
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        active = {name: term for name, term in losses.items() if term.weight != 0}
+        if not active:
+            raise ValueError(f"all loss terms have weight 0: {sorted(losses)}; set at least one loss.<name>.weight")
+        self.losses = nn.ModuleDict(active)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.eval_seed = eval_seed
+
+    def forward(self, batch: dict[str, Any]) -> ModelOutput:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(batch) -> ModelOutput")
+
+    def compute_losses(self, output: ModelOutput, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-> (weighted total, unweighted value of each term)."""
+        terms = {name: term(output, batch) for name, term in self.losses.items()}
+        total = sum(self.losses[name].weight * value for name, value in terms.items())
+        return total, terms
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        output = self(batch)
+        total, terms = self.compute_losses(output, batch)
+        if not torch.isfinite(total):
+            values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {self.global_step} ({values}); stopped before the optimiser "
+                "step, so the checkpoints already written are intact. Resume from the last one with ckpt_path=..."
+            )
+        batch_size = batch[VIDEO].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
+        for name, value in terms.items():
+            self.log(f"train/loss/{name}", value, batch_size=batch_size)
+        return total
+
+    def _evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any]:
+        with seeded(self.eval_seed + batch_idx):
+            output = self(batch)
+        total, _ = self.compute_losses(output, batch)
+        self.log(f"{stage}/loss", total, batch_size=batch[VIDEO].shape[0], sync_dist=True)
+        return {"loss": total, "output": output}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._evaluation_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._evaluation_step(batch, batch_idx, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ocl_rng_state"] = capture_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "ocl_rng_state" in checkpoint:
+            restore_rng_state(checkpoint["ocl_rng_state"])

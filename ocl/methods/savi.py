@@ -1,0 +1,63 @@
+"""SAVi (Kipf et al. 2022) and Slot Attention (Locatello et al. 2020) on pixels.
+
+Slot Attention is SAVi on single frames without a predictor (``configs/model/slot_attention.yaml``),
+so both are this one module configured differently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import nn
+
+from ocl.data.batch import VIDEO
+from ocl.methods.base import ObjectCentricMethod
+from ocl.methods.output import ModelOutput
+from ocl.modules.decoders import SpatialBroadcastDecoder
+from ocl.modules.video import VideoSlotProcessor
+
+
+class SAVi(ObjectCentricMethod):
+    """CNN encoder -> initialiser -> slot-attention corrector -> predictor -> broadcast decoder.
+
+    The reconstruction target is the video resized (area) to the decoder's output size, so a
+    decoder cheaper than full resolution trains on a faithful low-resolution target; the
+    masks are resized to the label size by the metrics.
+
+    Args:
+        encoder: frames ``[B*T, 3, H, W]`` -> tokens ``[B*T, N, D]``.
+        processor: tokens ``[B, T, N, D]`` -> slots ``[B, T, K, d]`` and attention.
+        decoder: slots ``[B*T, K, d]`` -> reconstruction ``[B*T, 3, h, w]`` and masks ``[B*T, K, h, w]``.
+        **kwargs: :class:`ObjectCentricMethod` arguments (losses, optimizer, scheduler).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        processor: VideoSlotProcessor,
+        decoder: SpatialBroadcastDecoder,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.processor = processor
+        self.decoder = decoder
+
+    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+        video = batch[VIDEO]
+        batch_size, num_frames = video.shape[:2]
+        frames = video.flatten(0, 1)
+        features = self.encoder(frames).unflatten(0, (batch_size, num_frames))
+        slots, attention = self.processor(features)
+        reconstruction, masks = self.decoder(slots.flatten(0, 1))
+        size = reconstruction.shape[-2:]
+        target = frames if frames.shape[-2:] == size else F.interpolate(frames, size=size, mode="area")
+        return ModelOutput(
+            slots=slots,
+            masks=masks.unflatten(0, (batch_size, num_frames)),
+            features=features,
+            reconstruction=reconstruction.unflatten(0, (batch_size, num_frames)),
+            target=target.unflatten(0, (batch_size, num_frames)),
+            attention=attention,
+        )

@@ -1,0 +1,118 @@
+"""Lightning callback that scores every method's masks on the validation and test sets.
+
+It reads only the batch labels (``batch["masks"]``) and the :class:`~ocl.methods.output.ModelOutput`
+that ``validation_step`` / ``test_step`` return under ``"output"``, so a new method gets
+every metric for free. Batches without labels are skipped silently.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torchmetrics import Metric
+
+from ocl.data.batch import MASKS
+from ocl.methods.output import ModelOutput
+from ocl.metrics.classes import FrameFGARI, MeanBestOverlap, MeanIoU, SegmentationMetric, VideoFGARI
+from ocl.metrics.protocol import segmentation_contingency
+
+STAGES = ("val", "test")
+
+
+def default_metrics() -> dict[str, Metric]:
+    """The metrics logged when none are configured: video/frame FG-ARI, mBO and mIoU (video mode)."""
+    return {
+        "video_fg_ari": VideoFGARI(),
+        "frame_fg_ari": FrameFGARI(),
+        "mbo": MeanBestOverlap(),
+        "miou": MeanIoU(),
+    }
+
+
+class SegmentationMetrics(Callback):
+    """Accumulate segmentation metrics per epoch and log ``{stage}/{name}``.
+
+    Also logs ``{stage}/{name}_skipped``: samples with nothing to score (e.g. no foreground).
+    The hard segmentation and contingency table of a batch are computed once and shared by
+    all :class:`~ocl.metrics.classes.SegmentationMetric` instances.
+    Validation and test keep separate metric instances, moved to the module's device and
+    reset at every epoch start. Values are synchronised across DDP ranks by torchmetrics'
+    ``compute``, hence ``sync_dist=False`` when logging.
+
+    Args:
+        metrics: name -> metric whose ``update(soft_masks [B, T, K, h, w], masks [B, T, H, W])``
+            scores a batch (copied per stage); ``None`` uses :func:`default_metrics`.
+    """
+
+    def __init__(self, metrics: Mapping[str, Metric] | None = None) -> None:
+        template = default_metrics() if metrics is None else dict(metrics.items())
+        self.stage_metrics = {stage: {name: copy.deepcopy(m) for name, m in template.items()} for stage in STAGES}
+
+    def _start(self, stage: str, pl_module: LightningModule) -> None:
+        for metric in self.stage_metrics[stage].values():
+            metric.to(pl_module.device)
+            metric.reset()
+
+    def _update(self, stage: str, outputs: Any, batch: Mapping[str, Any]) -> None:
+        if MASKS not in batch:
+            return
+        output = outputs.get("output") if isinstance(outputs, Mapping) else None
+        if not isinstance(output, ModelOutput):
+            raise ValueError(
+                f"SegmentationMetrics needs the {stage} step to return {{'output': ModelOutput}}, got {type(outputs)}"
+            )
+        masks = batch[MASKS]
+        metrics = self.stage_metrics[stage].values()
+        # One resize + count shared by every SegmentationMetric of the batch.
+        shared = any(isinstance(m, SegmentationMetric) for m in metrics)
+        table = segmentation_contingency(output.masks, masks) if shared else None
+        for metric in metrics:
+            if isinstance(metric, SegmentationMetric):
+                metric.update(output.masks, masks, table=table)
+            else:
+                metric.update(output.masks, masks)
+
+    def _end(self, stage: str, pl_module: LightningModule) -> None:
+        for name, metric in self.stage_metrics[stage].items():
+            if metric.update_called:  # same on every rank: all ranks see labelled batches or none
+                pl_module.log(f"{stage}/{name}", float(metric.compute()), sync_dist=False)
+                if isinstance(metric, SegmentationMetric):
+                    pl_module.log(f"{stage}/{name}_skipped", float(metric.skipped()), sync_dist=False)
+            metric.reset()
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start("val", pl_module)
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._update("val", outputs, batch)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end("val", pl_module)
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start("test", pl_module)
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._update("test", outputs, batch)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end("test", pl_module)

@@ -1,0 +1,106 @@
+"""torchmetrics wrappers that accumulate segmentation scores over batches (and DDP ranks).
+
+Each metric takes the method's soft masks and the batch labels, applies the evaluation
+protocol (:func:`~ocl.metrics.protocol.hard_segmentation`) and averages a per-sample score
+over all scored samples. Samples with nothing to score are counted in ``num_skipped``.
+States are float64 sums, so the DDP reduction is exact.
+
+The per-frame contingency table (:func:`~ocl.metrics.protocol.segmentation_contingency`)
+holds everything every metric here needs; pass it as ``update(..., table=table)`` to share
+one resize + count between several metrics (the callback does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+
+from ocl.metrics.ari import fg_ari_from_contingency
+from ocl.metrics.overlap import mbo_from_contingency, miou_from_contingency
+from ocl.metrics.protocol import sample_tables, segmentation_contingency
+
+
+class SegmentationMetric(Metric):
+    """Mean of a per-sample score over scored samples; subclasses choose the score.
+
+    Args:
+        video: score each video as one sample (all frames together) or every frame.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    score_sum: torch.Tensor
+    num_scored: torch.Tensor
+    num_skipped: torch.Tensor
+
+    def __init__(self, video: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.video = video
+        for name in ("score_sum", "num_scored", "num_skipped"):
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scores float64 [S], scored bool [S])`` of per-sample tables ``[S, P, M + 1]``."""
+        raise NotImplementedError
+
+    def update(self, soft_masks: torch.Tensor, true_masks: torch.Tensor, table: torch.Tensor | None = None) -> None:
+        """Accumulate a batch.
+
+        Args:
+            soft_masks: ``[B, T, K, h, w]`` soft masks of the method.
+            true_masks: int64 ``[B, T, H, W]`` labels (``0`` background, ``-1`` ignored).
+            table: ``segmentation_contingency(soft_masks, true_masks)`` if already computed.
+        """
+        if table is None:
+            table = segmentation_contingency(soft_masks, true_masks)
+        scores, scored = self.score(sample_tables(table, self.video))
+        self.score_sum += scores[scored].sum()
+        self.num_scored += scored.sum()
+        self.num_skipped += (~scored).sum()
+
+    def compute(self) -> torch.Tensor:
+        """Mean score over scored samples (NaN if none was scored)."""
+        return self.score_sum / self.num_scored
+
+    def skipped(self) -> torch.Tensor:
+        """Number of skipped samples, summed over DDP ranks."""
+        with self.sync_context():
+            return self.num_skipped.clone()
+
+
+class VideoFGARI(SegmentationMetric):
+    """FG-ARI with each video as one point set (see :mod:`ocl.metrics.ari`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(video=True, **kwargs)
+
+    def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return fg_ari_from_contingency(table)
+
+
+class FrameFGARI(SegmentationMetric):
+    """FG-ARI of every frame, averaged over frames (see :mod:`ocl.metrics.ari`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(video=False, **kwargs)
+
+    def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return fg_ari_from_contingency(table)
+
+
+class MeanBestOverlap(SegmentationMetric):
+    """Mean best overlap, spatio-temporal by default (see :mod:`ocl.metrics.overlap`)."""
+
+    def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return mbo_from_contingency(table)
+
+
+class MeanIoU(SegmentationMetric):
+    """Hungarian-matched mean IoU, spatio-temporal by default (see :mod:`ocl.metrics.overlap`)."""
+
+    def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return miou_from_contingency(table)

@@ -1,0 +1,1 @@
+"""Shared building blocks: encoders, initialisers, slot attention, predictors, decoders."""

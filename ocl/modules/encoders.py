@@ -1,0 +1,75 @@
+"""Pixel encoders that turn frames into the corrector's input tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def position_grid(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """Soft position coordinates ``[h, w, 4]``: (y, x, 1 - y, 1 - x), each in [0, 1]."""
+    ys = torch.linspace(0.0, 1.0, height, device=device)
+    xs = torch.linspace(0.0, 1.0, width, device=device)
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([y, x, 1.0 - y, 1.0 - x], dim=-1)
+
+
+class SoftPositionEmbedding(nn.Module):
+    """Adds a learned linear map of :func:`position_grid` to a channels-last feature map."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``features [B, h, w, C] -> [B, h, w, C]``."""
+        _, h, w, _ = features.shape
+        return features + self.proj(position_grid(h, w, features.device))
+
+
+class CNNEncoder(nn.Module):
+    """Slot Attention's CNN encoder: conv stack, soft position embedding, LayerNorm + MLP.
+
+    Args:
+        channels: output channels of each conv layer (ReLU after each).
+        strides: stride of each conv layer (same length as ``channels``); the token grid is
+            the input size divided by their product.
+        kernel_size: conv kernel size (padding keeps the size at stride 1).
+        output_dim: token dimension after the MLP.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (64, 64, 64, 64),
+        strides: Sequence[int] = (1, 1, 1, 1),
+        kernel_size: int = 5,
+        output_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(strides):
+            raise ValueError(f"channels {list(channels)} and strides {list(strides)} differ in length")
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for out_channels, stride in zip(channels, strides):
+            layers += [
+                nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2),
+                nn.ReLU(inplace=True),
+            ]
+            in_channels = out_channels
+        self.convs = nn.Sequential(*layers)
+        self.position = SoftPositionEmbedding(in_channels)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(in_channels),
+            nn.Linear(in_channels, output_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(output_dim, output_dim),
+        )
+        self.output_dim = output_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images [B, 3, H, W]`` in [0, 1] -> tokens ``[B, h * w, output_dim]``."""
+        features = self.convs(images * 2.0 - 1.0).permute(0, 2, 3, 1)
+        features = self.position(features)
+        return self.mlp(features.flatten(1, 2))

@@ -1,0 +1,39 @@
+"""Initial slots for the first frame."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LearnedInit(nn.Module):
+    """Learned fixed slots: one parameter ``[K, d]`` initialised ``randn * d**-0.5``."""
+
+    def __init__(self, num_slots: int, dim: int) -> None:
+        super().__init__()
+        self.slots = nn.Parameter(torch.randn(num_slots, dim) * dim**-0.5)
+        self.num_slots = num_slots
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        """-> ``[B, K, d]``."""
+        return self.slots.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+class GaussianInit(nn.Module):
+    """Slots sampled from one learned Gaussian ``N(mu, sigma^2)`` shared by all slots.
+
+    Sampling uses the reparameterisation ``mu + sigma * eps`` so that ``mu`` and ``sigma``
+    both receive gradients; ``learn_sigma=False`` keeps ``sigma`` at its initial value.
+    """
+
+    def __init__(self, num_slots: int, dim: int, learn_sigma: bool = True) -> None:
+        super().__init__()
+        self.mu = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+        self.log_sigma = nn.Parameter(torch.full((1, 1, dim), -0.5 * torch.log(torch.tensor(float(dim))).item()))
+        self.log_sigma.requires_grad_(learn_sigma)
+        self.num_slots = num_slots
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        """-> ``[B, K, d]``."""
+        eps = torch.randn(batch_size, self.num_slots, self.mu.shape[-1], device=self.mu.device, dtype=self.mu.dtype)
+        return self.mu + self.log_sigma.exp() * eps

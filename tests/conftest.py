@@ -1,0 +1,50 @@
+"""Shared test helpers: compose the real Hydra configs with tiny sizes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+TINY = [
+    "data.train_size=32",
+    "data.val_size=4",
+    "data.batch_size=4",
+    "data.resolution=32",
+    "data.train_frames=2",
+    "data.val_frames=3",
+    "model.encoder.channels=[8,8]",
+    "model.encoder.strides=[2,1]",
+    "model.encoder.output_dim=16",
+    "model.processor.initialiser.dim=16",
+    "model.processor.initialiser.num_slots=3",
+    "model.processor.corrector.mlp_hidden_dim=16",
+    "model.decoder.channels=[8]",
+    "model.decoder.output_size=16",
+    "model.decoder.broadcast_size=8",
+    "model.scheduler.warmup_steps=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.progress_bar=null",
+    "logger=csv",
+]
+"""Overrides that shrink the default SAVi run to a few seconds on a CPU."""
+
+
+def compose_config(overrides: list[str], name: str = "train") -> DictConfig:
+    """The config ``python train.py <overrides>`` would run (``paths.output_dir`` must be set)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    return [*TINY, f"paths.output_dir={tmp_path}"]

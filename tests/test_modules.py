@@ -1,0 +1,117 @@
+"""Shared building blocks: shapes, normalisations, gradients, options."""
+
+import pytest
+import torch
+
+from ocl.data.sampling import ResumableRandomSampler
+from ocl.modules.decoders import SpatialBroadcastDecoder
+from ocl.modules.encoders import CNNEncoder
+from ocl.modules.initialisers import GaussianInit, LearnedInit
+from ocl.modules.predictors import TransformerPredictor
+from ocl.modules.slot_attention import SlotAttention
+from ocl.modules.video import VideoSlotProcessor
+from ocl.utils.schedules import WarmupExponentialDecay
+
+
+def test_cnn_encoder_token_grid_follows_strides():
+    encoder = CNNEncoder(channels=(8, 8, 8), strides=(2, 2, 1), output_dim=16)
+    tokens = encoder(torch.rand(3, 3, 32, 32))
+    assert tokens.shape == (3, 8 * 8, 16)
+
+
+def test_slot_attention_competes_over_slots_and_returns_last_attention():
+    torch.manual_seed(0)
+    attention_module = SlotAttention(input_dim=16, slot_dim=8, num_iterations=2, mlp_hidden_dim=16)
+    slots, attention = attention_module(torch.randn(2, 4, 8), torch.randn(2, 10, 16))
+    assert slots.shape == (2, 4, 8) and attention.shape == (2, 4, 10)
+    torch.testing.assert_close(attention.sum(dim=1), torch.ones(2, 10))
+
+
+def test_slot_attention_iteration_count_is_respected():
+    torch.manual_seed(0)
+    module = SlotAttention(input_dim=4, slot_dim=4, num_iterations=1)
+    slots0, inputs = torch.randn(1, 3, 4), torch.randn(1, 5, 4)
+    once, _ = module(slots0, inputs)
+    twice, _ = module(slots0, inputs, num_iterations=2)
+    again, _ = module(once, inputs, num_iterations=1)
+    torch.testing.assert_close(twice, again)
+    assert not torch.allclose(once, twice)
+
+
+def test_gaussian_init_reparameterised_so_mu_and_sigma_learn():
+    init = GaussianInit(num_slots=5, dim=8)
+    slots = init(3)
+    assert slots.shape == (3, 5, 8)
+    slots.pow(2).sum().backward()
+    assert init.mu.grad.abs().sum() > 0 and init.log_sigma.grad.abs().sum() > 0
+    frozen = GaussianInit(num_slots=5, dim=8, learn_sigma=False)
+    assert not frozen.log_sigma.requires_grad
+
+
+def test_learned_init_is_shared_across_the_batch():
+    init = LearnedInit(num_slots=4, dim=6)
+    slots = init(2)
+    assert slots.shape == (2, 4, 6) and torch.equal(slots[0], slots[1])
+
+
+def test_predictor_scales_differ_only_by_flag():
+    torch.manual_seed(0)
+    standard = TransformerPredictor(dim=8, num_heads=2)
+    legacy = TransformerPredictor(dim=8, num_heads=2, legacy_scale=True)
+    legacy.load_state_dict(standard.state_dict())
+    slots = torch.randn(2, 3, 8)
+    assert standard(slots).shape == (2, 3, 8)
+    assert standard.scale == pytest.approx(0.5) and legacy.scale == pytest.approx(2.0)
+    assert not torch.allclose(standard(slots), legacy(slots))
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerPredictor(dim=10, num_heads=4)
+
+
+@pytest.mark.parametrize("output_size,broadcast_size", [(32, 8), (8, 8), (16, 4)])
+def test_broadcast_decoder_masks_are_a_partition(output_size, broadcast_size):
+    decoder = SpatialBroadcastDecoder(slot_dim=8, output_size=output_size, broadcast_size=broadcast_size, channels=(8, 8))
+    reconstruction, masks = decoder(torch.randn(2, 5, 8))
+    assert reconstruction.shape == (2, 3, output_size, output_size)
+    assert masks.shape == (2, 5, output_size, output_size)
+    torch.testing.assert_close(masks.sum(dim=1), torch.ones(2, output_size, output_size))
+
+
+def test_broadcast_decoder_rejects_impossible_sizes():
+    with pytest.raises(ValueError, match="power of two"):
+        SpatialBroadcastDecoder(slot_dim=8, output_size=24, broadcast_size=8, channels=(8, 8))
+    with pytest.raises(ValueError, match="power of two"):
+        SpatialBroadcastDecoder(slot_dim=8, output_size=64, broadcast_size=8, channels=(8, 8))
+
+
+def test_video_processor_uses_predictor_between_frames():
+    torch.manual_seed(0)
+    corrector = SlotAttention(input_dim=6, slot_dim=8, num_iterations=1)
+    features = torch.randn(2, 3, 10, 6)
+    processor = VideoSlotProcessor(LearnedInit(4, 8), corrector, TransformerPredictor(8, 2), first_frame_iterations=2)
+    slots, attention = processor(features)
+    assert slots.shape == (2, 3, 4, 8) and attention.shape == (2, 3, 4, 10)
+    without_predictor = VideoSlotProcessor(processor.initialiser, corrector, None, first_frame_iterations=2)
+    plain_slots, _ = without_predictor(features)
+    torch.testing.assert_close(slots[:, 0], plain_slots[:, 0])
+    assert not torch.allclose(slots[:, 1], plain_slots[:, 1])
+
+
+def test_schedule_warms_up_then_decays_to_half():
+    schedule = WarmupExponentialDecay(warmup_steps=10, decay_steps=100, decay_rate=0.5)
+    assert schedule(0) == pytest.approx(0.1 * 0.5 ** (0 / 100))
+    assert schedule(9) == pytest.approx(0.5 ** (9 / 100))
+    assert schedule(100) == pytest.approx(0.5)
+
+
+def test_resumable_sampler_continues_the_same_stream():
+    full = list(ResumableRandomSampler(dataset_size=7, num_samples=20, seed=3))
+    resumed = list(ResumableRandomSampler(dataset_size=7, num_samples=12, seed=3, start=8))
+    assert resumed == full[8:]
+    assert sorted(full[:7]) == list(range(7)) and sorted(full[7:14]) == list(range(7))
+    assert full != list(ResumableRandomSampler(dataset_size=7, num_samples=20, seed=4))
+
+
+def test_resumable_sampler_shards_across_ranks():
+    single = list(ResumableRandomSampler(dataset_size=10, num_samples=12, seed=0, start=4))
+    ranks = [list(ResumableRandomSampler(10, 6, seed=0, start=4, rank=r, world_size=2)) for r in range(2)]
+    assert ranks[0] == single[0::2] and ranks[1] == single[1::2]
