@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +74,15 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config.config)
     log.info("run folder: %s", output_dir)
+    started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if trainer.interrupted or trainer.fast_dev_run:
         return scalar_metrics(trainer, "val/")
     trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = scalar_metrics(trainer, "val/")
     report_metrics(metrics, output_dir, f"validation after {trainer.global_step} steps")
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+    print(f"trained and validated in {time.perf_counter() - started:.0f} s; peak memory {peak_gib:.2f} GiB")
     return metrics
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 from ocl.methods.output import ModelOutput
 
 
-class LossTerm(nn.Module):
+class LossTerm(nn.Module, ABC):
     """A loss term: reads the model output and the batch, returns an unweighted scalar.
 
     The method multiplies it by ``weight`` and logs it as ``train/loss/<name>``. A term reads
@@ -22,5 +23,6 @@ class LossTerm(nn.Module):
         super().__init__()
         self.weight = weight
 
-    def forward(self, output: ModelOutput, batch: dict[str, Any]) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(output, batch)")
+    @abstractmethod
+    def forward(self, output: ModelOutput, batch: dict[str, Any]) -> torch.Tensor:
+        """The unweighted scalar loss."""

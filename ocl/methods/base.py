@@ -6,6 +6,7 @@ losses, optimisation, logging, deterministic evaluation and exact resumption liv
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a training loss is NaN or infinite; no optimiser step is taken."""
 
 
-class ObjectCentricMethod(pl.LightningModule):
+class ObjectCentricMethod(pl.LightningModule, ABC):
     """Shared training logic.
 
     Args:
@@ -54,8 +55,9 @@ class ObjectCentricMethod(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.eval_seed = eval_seed
 
-    def forward(self, batch: dict[str, Any]) -> ModelOutput:  # pragma: no cover - interface
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(batch) -> ModelOutput")
+    @abstractmethod
+    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+        """Run the method on a batch (see :mod:`ocl.data.batch`)."""
 
     def compute_losses(self, output: ModelOutput, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-> (weighted total, unweighted value of each term)."""

@@ -12,6 +12,7 @@ one resize + count between several metrics (the callback does).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -43,9 +44,9 @@ class SegmentationMetric(Metric):
         for name in ("score_sum", "num_scored", "num_skipped"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
+    @abstractmethod
     def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scores float64 [S], scored bool [S])`` of per-sample tables ``[S, P, M + 1]``."""
-        raise NotImplementedError
 
     def update(self, soft_masks: torch.Tensor, true_masks: torch.Tensor, table: torch.Tensor | None = None) -> None:
         """Accumulate a batch.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -29,7 +31,7 @@ class GaussianInit(nn.Module):
     def __init__(self, num_slots: int, dim: int, learn_sigma: bool = True) -> None:
         super().__init__()
         self.mu = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
-        self.log_sigma = nn.Parameter(torch.full((1, 1, dim), -0.5 * torch.log(torch.tensor(float(dim))).item()))
+        self.log_sigma = nn.Parameter(torch.full((1, 1, dim), -0.5 * math.log(dim)))  # sigma = d ** -0.5
         self.log_sigma.requires_grad_(learn_sigma)
         self.num_slots = num_slots
 
