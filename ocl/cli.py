@@ -78,6 +78,9 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if trainer.interrupted or trainer.fast_dev_run:
         return scalar_metrics(trainer, "val/")
+    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
+        # Periodic checkpoints miss the last steps when max_steps is not a multiple of their period.
+        trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
     trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = scalar_metrics(trainer, "val/")
     report_metrics(metrics, output_dir, f"validation after {trainer.global_step} steps")

@@ -302,6 +302,14 @@ def test_datamodule_shuffle_is_reproducible_per_seed() -> None:
     assert first != _train_ids(seed=1)
 
 
+def test_datamodule_test_split_is_its_own_videos() -> None:
+    module = SyntheticDataModule(resolution=RES, val_size=3, test_size=3, batch_size=3, train_size=4, val_frames=2)
+    test_batch, val_batch = next(iter(module.test_dataloader())), next(iter(module.val_dataloader()))
+    validate_batch(test_batch)
+    assert test_batch["meta"]["video_id"] == [f"test_{i:06d}" for i in range(3)]
+    assert not torch.equal(test_batch["video"], val_batch["video"])
+
+
 def test_datamodule_val_is_ordered() -> None:
     module = SyntheticDataModule(resolution=RES, val_size=5, batch_size=4, val_batch_size=2, train_size=4)
     ids = [video_id for batch in module.val_dataloader() for video_id in batch["meta"]["video_id"]]

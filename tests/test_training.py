@@ -59,6 +59,12 @@ def test_resume_from_mid_run_checkpoint_reproduces_next_losses(tmp_path):
     assert {step: full[step] for step in resumed} == resumed
 
 
+def test_last_checkpoint_is_the_final_step(tmp_path):
+    run_training(tmp_path, ["trainer.max_steps=5", "trainer.val_check_interval=5", "callbacks.checkpoint.every_n_train_steps=2"])
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
+    assert (tmp_path / "checkpoints" / "step0000004.ckpt").is_file()
+
+
 class NaNOnCall(LossTerm):
     """A loss term that is 0 until its ``nan_call``-th call, then NaN."""
 
@@ -117,6 +123,13 @@ def test_train_then_eval_cli_report_the_same_metrics(tmp_path):
     assert "val/video_fg_ari" in trained
     assert trained == pytest.approx(evaluated, abs=1e-6)
     assert "val/video_fg_ari" in result.stdout
+    subprocess.run(
+        [sys.executable, "eval.py", f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}", "eval.split=test",
+         f"hydra.run.dir={tmp_path / 'test'}"],
+        cwd=REPO, check=True, capture_output=True, timeout=300,
+    )
+    tested = json.loads((tmp_path / "test" / "metrics.json").read_text())
+    assert 0.0 <= tested["test/video_fg_ari"] <= 1.0 and tested["test/video_fg_ari"] != evaluated["val/video_fg_ari"]
 
 
 def test_eval_of_a_missing_checkpoint_says_where_it_looked(tmp_path):

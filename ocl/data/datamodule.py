@@ -36,7 +36,7 @@ def collate_single_threaded(batch: list[Any]) -> Any:
 
 
 class VideoDataModule(lightning.LightningDataModule):
-    """Base of the data modules: turns ``train_set`` / ``val_set`` into loaders.
+    """Base of the data modules: turns ``train_set`` / ``val_set`` / ``test_set`` into loaders.
 
     Subclasses set the datasets in ``__init__``, or in ``setup`` when building them is expensive.
 
@@ -70,6 +70,7 @@ class VideoDataModule(lightning.LightningDataModule):
         self.pin_memory = pin_memory
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
 
     def _dataset(self, dataset: Dataset | None, name: str) -> Dataset:
         """``dataset``, or a clear error if ``setup`` has not created it."""
@@ -120,6 +121,10 @@ class VideoDataModule(lightning.LightningDataModule):
         """Validation batches in dataset order."""
         return self._loader(self._dataset(self.val_set, "val"), self.val_batch_size)
 
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in dataset order (``python eval.py ... eval.split=test``)."""
+        return self._loader(self._dataset(self.test_set, "test"), self.val_batch_size)
+
 
 class SyntheticDataModule(VideoDataModule):
     """The embedded procedural videos (:mod:`ocl.data.synthetic`): no files, no downloads.
@@ -135,6 +140,7 @@ class SyntheticDataModule(VideoDataModule):
         val_frames: frames per validation video.
         train_size: number of training videos (one epoch).
         val_size: number of validation videos.
+        test_size: number of test videos (``val_frames`` long, a third disjoint seed stream).
         cache: keep generated videos in memory (per worker process; ~4 bytes per pixel and
             frame, e.g. 98 KB per 6-frame 64 x 64 video).
         batch_size, val_batch_size, num_workers, seed, pin_memory: see :class:`VideoDataModule`;
@@ -149,6 +155,7 @@ class SyntheticDataModule(VideoDataModule):
         val_frames: int = 12,
         train_size: int = 5000,
         val_size: int = 64,
+        test_size: int = 64,
         batch_size: int = 16,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -162,3 +169,4 @@ class SyntheticDataModule(VideoDataModule):
         dataset = partial(SyntheticVideoDataset, level=get_level(level), resolution=resolution, seed=seed, cache=cache)
         self.train_set = dataset("train", train_size, num_frames=train_frames)
         self.val_set = dataset("val", val_size, num_frames=val_frames)
+        self.test_set = dataset("test", test_size, num_frames=val_frames)
