@@ -127,7 +127,7 @@ def main() -> None:
         light.append(lightning(cfg, batches, args.warmup))
         print(f"round {round_index}: hand-written {hand[-1]:.3f} steps/s, lightning {light[-1]:.3f} steps/s")
     hand_median, light_median = statistics.median(hand), statistics.median(light)
-    ratio = statistics.median(light_rate / hand_rate for light_rate, hand_rate in zip(light, hand))
+    ratio = statistics.median(light_rate / hand_rate for light_rate, hand_rate in zip(light, hand, strict=True))
     print(f"median: hand-written {hand_median:.3f} steps/s, lightning {light_median:.3f} steps/s")
     print(f"ratio lightning / hand-written (median of per-round ratios): {ratio:.3f} (target >= 0.97)")
 

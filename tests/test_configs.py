@@ -31,7 +31,12 @@ def test_experiment_composes_and_builds(experiment, tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fast_dev_run(experiment, tmp_path):
     cfg = compose_config(
-        [f"experiment={experiment}", "debug=fast_dev_run", "callbacks.progress_bar=null", f"paths.output_dir={tmp_path}"]
+        [
+            f"experiment={experiment}",
+            "debug=fast_dev_run",
+            "callbacks.progress_bar=null",
+            f"paths.output_dir={tmp_path}",
+        ]
     )
     train(cfg)
 

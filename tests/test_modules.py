@@ -69,7 +69,9 @@ def test_predictor_scales_differ_only_by_flag():
 
 @pytest.mark.parametrize("output_size,broadcast_size", [(32, 8), (8, 8), (16, 4)])
 def test_broadcast_decoder_masks_are_a_partition(output_size, broadcast_size):
-    decoder = SpatialBroadcastDecoder(slot_dim=8, output_size=output_size, broadcast_size=broadcast_size, channels=(8, 8))
+    decoder = SpatialBroadcastDecoder(
+        slot_dim=8, output_size=output_size, broadcast_size=broadcast_size, channels=(8, 8)
+    )
     reconstruction, masks = decoder(torch.randn(2, 5, 8))
     assert reconstruction.shape == (2, 3, output_size, output_size)
     assert masks.shape == (2, 5, output_size, output_size)

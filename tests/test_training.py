@@ -60,7 +60,9 @@ def test_resume_from_mid_run_checkpoint_reproduces_next_losses(tmp_path):
 
 
 def test_last_checkpoint_is_the_final_step(tmp_path):
-    run_training(tmp_path, ["trainer.max_steps=5", "trainer.val_check_interval=5", "callbacks.checkpoint.every_n_train_steps=2"])
+    run_training(
+        tmp_path, ["trainer.max_steps=5", "trainer.val_check_interval=5", "callbacks.checkpoint.every_n_train_steps=2"]
+    )
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
     assert (tmp_path / "checkpoints" / "step0000004.ckpt").is_file()
 
@@ -79,8 +81,13 @@ class NaNOnCall(LossTerm):
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = compose_config(
-        [*TINY, f"paths.output_dir={tmp_path}", "trainer.max_steps=10", "trainer.val_check_interval=100",
-         "callbacks.checkpoint.every_n_train_steps=2"]
+        [
+            *TINY,
+            f"paths.output_dir={tmp_path}",
+            "trainer.max_steps=10",
+            "trainer.val_check_interval=100",
+            "callbacks.checkpoint.every_n_train_steps=2",
+        ]
     )
     model = build_model(cfg)
     model.losses["nan"] = NaNOnCall(nan_call=4)
@@ -95,8 +102,16 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_wandb_offline_run_writes_its_files(tmp_path):
     overrides = [o for o in TINY if o != "logger=csv"]
-    cfg = compose_config([*overrides, f"paths.output_dir={tmp_path}", "logger=wandb", "logger.mode=offline",
-                          "trainer.max_steps=2", "trainer.val_check_interval=2"])
+    cfg = compose_config(
+        [
+            *overrides,
+            f"paths.output_dir={tmp_path}",
+            "logger=wandb",
+            "logger.mode=offline",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+        ]
+    )
     train(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -109,13 +124,31 @@ def test_wandb_offline_run_writes_its_files(tmp_path):
 def test_train_then_eval_cli_report_the_same_metrics(tmp_path):
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
     subprocess.run(
-        [sys.executable, "train.py", *TINY, "trainer.max_steps=4", "trainer.val_check_interval=2",
-         "callbacks.checkpoint.every_n_train_steps=2", f"hydra.run.dir={train_dir}"],
-        cwd=REPO, check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "train.py",
+            *TINY,
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "callbacks.checkpoint.every_n_train_steps=2",
+            f"hydra.run.dir={train_dir}",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     result = subprocess.run(
-        [sys.executable, "eval.py", f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "eval.py",
+            f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}",
+            f"hydra.run.dir={eval_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     trained = json.loads((train_dir / "metrics.json").read_text())
@@ -124,9 +157,17 @@ def test_train_then_eval_cli_report_the_same_metrics(tmp_path):
     assert trained == pytest.approx(evaluated, abs=1e-6)
     assert "val/video_fg_ari" in result.stdout
     subprocess.run(
-        [sys.executable, "eval.py", f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}", "eval.split=test",
-         f"hydra.run.dir={tmp_path / 'test'}"],
-        cwd=REPO, check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "eval.py",
+            f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}",
+            "eval.split=test",
+            f"hydra.run.dir={tmp_path / 'test'}",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     tested = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert 0.0 <= tested["test/video_fg_ari"] <= 1.0 and tested["test/video_fg_ari"] != evaluated["val/video_fg_ari"]
@@ -135,7 +176,10 @@ def test_train_then_eval_cli_report_the_same_metrics(tmp_path):
 def test_eval_of_a_missing_checkpoint_says_where_it_looked(tmp_path):
     result = subprocess.run(
         [sys.executable, "eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "checkpoint not found" in result.stderr and "nope.ckpt" in result.stderr

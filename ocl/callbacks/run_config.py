@@ -19,5 +19,7 @@ class RunConfigInCheckpoint(pl.Callback):
         self.overrides = list(overrides)
         self.config = config
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint["ocl"] = {"overrides": self.overrides, "config": self.config}

@@ -83,12 +83,18 @@ class MaskOverlayVideo(pl.Callback):
             return
         video, masks = self._pending
         self._pending = None
-        path = write_gif(render_overlay(video, masks), self.output_dir / "visualisations" / f"{stage}_step{trainer.global_step:06d}.gif", self.fps)
+        path = write_gif(
+            render_overlay(video, masks),
+            self.output_dir / "visualisations" / f"{stage}_step{trainer.global_step:06d}.gif",
+            self.fps,
+        )
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
                 import wandb
 
-                logger.experiment.log({f"{stage}/mask_overlay": wandb.Video(str(path), format="gif")}, step=trainer.global_step)
+                logger.experiment.log(
+                    {f"{stage}/mask_overlay": wandb.Video(str(path), format="gif")}, step=trainer.global_step
+                )
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._flush(trainer, "val")

@@ -59,7 +59,9 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
         """Run the method on a batch (see :mod:`ocl.data.batch`)."""
 
-    def compute_losses(self, output: ModelOutput, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def compute_losses(
+        self, output: ModelOutput, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-> (weighted total, unweighted value of each term)."""
         terms = {name: term(output, batch) for name, term in self.losses.items()}
         total = sum(self.losses[name].weight * value for name, value in terms.items())

@@ -54,7 +54,9 @@ class SpatialBroadcastDecoder(nn.Module):
         pad = kernel_size // 2
         for index, hidden in enumerate(channels):
             if index < num_upsamples:
-                layers.append(nn.ConvTranspose2d(in_channels, hidden, kernel_size, stride=2, padding=pad, output_padding=1))
+                layers.append(
+                    nn.ConvTranspose2d(in_channels, hidden, kernel_size, stride=2, padding=pad, output_padding=1)
+                )
             else:
                 layers.append(nn.Conv2d(in_channels, hidden, kernel_size, padding=pad))
             layers.append(nn.ReLU(inplace=True))

@@ -52,7 +52,7 @@ class CNNEncoder(nn.Module):
             raise ValueError(f"channels {list(channels)} and strides {list(strides)} differ in length")
         layers: list[nn.Module] = []
         in_channels = 3
-        for out_channels, stride in zip(channels, strides):
+        for out_channels, stride in zip(channels, strides, strict=True):
             layers += [
                 nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2),
                 nn.ReLU(inplace=True),

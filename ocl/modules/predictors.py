@@ -29,7 +29,9 @@ class TransformerPredictor(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.norm_ffn = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_multiplier * dim), nn.ReLU(inplace=True), nn.Linear(ffn_multiplier * dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_multiplier * dim), nn.ReLU(inplace=True), nn.Linear(ffn_multiplier * dim, dim)
+        )
 
     def forward(self, slots: torch.Tensor) -> torch.Tensor:
         """``slots [B, K, d] -> [B, K, d]``."""
