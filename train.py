@@ -9,8 +9,12 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from ocl.cli import train
+    from ocl.data.errors import DataError, user_message
 
-    metrics = train(cfg, list(HydraConfig.get().overrides.task))
+    try:
+        metrics = train(cfg, list(HydraConfig.get().overrides.task))
+    except DataError as error:
+        raise SystemExit(user_message(error)) from None
     return metrics.get("val/video_fg_ari")
 
 

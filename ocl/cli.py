@@ -6,19 +6,24 @@ import json
 import logging
 import resource
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from hydra import compose
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ocl.callbacks.run_config import RunConfigInCheckpoint
+from ocl.data.errors import DataError
 from ocl.methods.base import ObjectCentricMethod
 
 log = logging.getLogger(__name__)
+
+# Frozen encoders stay in eval mode on purpose (ocl.modules.vit.FrozenViT); Lightning warns about it.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", module="lightning")
 
 EVAL_IGNORED_TRAIN_OVERRIDES = ("hydra", "ckpt_path", "logger", "callbacks", "debug", "trainer")
 """Prefixes of training overrides that ``eval.py`` does not replay (they concern training only)."""
@@ -28,6 +33,17 @@ def build_model(cfg: DictConfig) -> ObjectCentricMethod:
     """The method of ``cfg.model`` with the loss terms of ``cfg.loss``."""
     losses = {name: instantiate(term) for name, term in cfg.loss.items()}
     return instantiate(cfg.model, losses=losses)
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The data module of ``cfg.data``; a :class:`DataError` raised while building it is raised
+    as itself (not wrapped in Hydra's instantiation error), so entry points report it plainly."""
+    try:
+        return instantiate(cfg.data)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, DataError):
+            raise error.__cause__ from None
+        raise
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> pl.Trainer:
@@ -67,7 +83,7 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> dict[str, float]:
     """
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     run_config = RunConfigInCheckpoint(list(overrides), OmegaConf.to_container(cfg, resolve=True))
     trainer = build_trainer(cfg, [run_config])
@@ -103,25 +119,39 @@ def load_checkpoint_info(ckpt_path: str) -> dict[str, Any]:
     return checkpoint["ocl"]
 
 
-def evaluate(cfg: DictConfig, overrides: list[str] = ()) -> dict[str, float]:
-    """Evaluate ``cfg.ckpt_path`` and report its metrics.
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
 
-    The config is recomposed (Hydra must be initialised, as in ``eval.py``) from the
-    checkpoint's training overrides, minus those that concern training only, followed by
-    ``overrides`` (this command's), which win.
+
+def replayed_overrides(ckpt_path: str, command_line: list[str]) -> list[str]:
+    """The training overrides stored in ``ckpt_path`` that ``eval.py`` composes before ``command_line``.
+
+    Left out: those that concern training only (:data:`EVAL_IGNORED_TRAIN_OVERRIDES`), and
+    those under a config group the command line replaces (``data=davis2017`` drops the
+    stored ``data.*`` values, which belong to the training dataset's config).
     """
-    info = load_checkpoint_info(cfg.ckpt_path)
-    replayed = [o for o in info["overrides"] if not o.lstrip("+~").startswith(EVAL_IGNORED_TRAIN_OVERRIDES)]
-    own = [o for o in overrides if not o.startswith("hydra")]
-    run_cfg = compose(config_name="eval", overrides=[*replayed, *own])
-    output_dir = Path(run_cfg.paths.output_dir)
-    pl.seed_everything(run_cfg.seed, workers=True)
-    datamodule = instantiate(run_cfg.data)
-    model = build_model(run_cfg)
-    trainer = build_trainer(run_cfg)
-    stage = run_cfg.eval.split
+    replaced = tuple(f"{_override_key(o)}." for o in command_line if "=" in o and "." not in _override_key(o))
+    return [
+        o
+        for o in load_checkpoint_info(ckpt_path)["overrides"]
+        if not o.lstrip("+~").startswith(EVAL_IGNORED_TRAIN_OVERRIDES) and not _override_key(o).startswith(replaced)
+    ]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.eval.split`` and report its metrics.
+
+    ``cfg`` is the eval config composed from the checkpoint's training overrides followed by
+    the command line's (``eval.py`` puts them in that order, so the command line wins).
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg)
+    trainer = build_trainer(cfg)
+    stage = cfg.eval.split
     run = trainer.test if stage == "test" else trainer.validate
-    run(model, datamodule=datamodule, ckpt_path=run_cfg.ckpt_path, verbose=False)
+    run(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
     metrics = scalar_metrics(trainer, f"{stage}/")
-    report_metrics(metrics, output_dir, f"{stage} metrics of {run_cfg.ckpt_path}")
+    report_metrics(metrics, output_dir, f"{stage} metrics of {cfg.ckpt_path}")
     return metrics

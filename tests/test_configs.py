@@ -1,17 +1,33 @@
-"""Every experiment composes, builds and runs one batch; bad overrides fail with Hydra's message."""
+"""Every experiment composes, builds and runs one batch; bad overrides fail with Hydra's message.
+
+Experiments on real datasets run on fixtures written in the published formats
+(tests/movi_fixtures.py, tests/video_fixtures.py) with random encoder weights at a tiny size.
+"""
 
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-
 from conftest import CONFIG_DIR, REPO, compose_config
+from hydra.utils import instantiate
+from movi_fixtures import write_movi_tfds
+from omegaconf import OmegaConf
+from video_fixtures import write_ytvis
+
 from ocl.cli import build_model, train
+from ocl.data.movi import convert_movi
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+SYNTHETIC = [name for name in EXPERIMENTS if name.endswith("_synthetic")]
+REAL = [name for name in EXPERIMENTS if name not in SYNTHETIC]
+
+
+def offline_overrides(experiment: str) -> list[str]:
+    """Random encoder weights for experiments whose frozen encoder would come from the hub."""
+    cfg = compose_config([f"experiment={experiment}", "paths.output_dir=/unused"])
+    encoder = cfg.model.get("encoder", {})
+    return ["model.encoder.weights=random"] if encoder.get("weights") == "hub" else []
 
 
 def test_there_are_experiments():
@@ -20,7 +36,7 @@ def test_there_are_experiments():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_builds(experiment, tmp_path):
-    cfg = compose_config([f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config([f"experiment={experiment}", *offline_overrides(experiment), f"paths.output_dir={tmp_path}"])
     assert cfg.name == experiment
     OmegaConf.resolve(cfg)
     model = build_model(cfg)
@@ -28,11 +44,46 @@ def test_experiment_composes_and_builds(experiment, tmp_path):
     instantiate(cfg.data)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("experiment", SYNTHETIC)
 def test_fast_dev_run(experiment, tmp_path):
     cfg = compose_config(
         [
             f"experiment={experiment}",
+            "debug=fast_dev_run",
+            "callbacks.progress_bar=null",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    train(cfg)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """``data.root`` folders of every real dataset, written as published (MOVi converted from TFDS)."""
+    root = tmp_path_factory.mktemp("data")
+    tfds = tmp_path_factory.mktemp("tfds")
+    for variant in ("movi_c", "movi_e"):
+        write_movi_tfds(tfds, variant=variant, size=32, frames=5)
+        convert_movi(tfds / variant / "32x32" / "1.0.0", root / variant, variant, 32, progress=False)
+    write_ytvis(root / "ytvis2021", 2021)
+    return root
+
+
+@pytest.mark.parametrize("experiment", REAL)
+def test_real_data_experiment_runs_on_published_format_fixtures(experiment, data_root, tmp_path):
+    patch = compose_config([f"experiment={experiment}", "paths.output_dir=/unused"]).model.encoder.patch_size
+    cfg = compose_config(
+        [
+            f"experiment={experiment}",
+            *offline_overrides(experiment),
+            f"paths.data_root={data_root}",
+            f"model.encoder.image_size={2 * patch}",
+            "model.decoder.hidden_dims=[16]",
+            "data.batch_size=2",
+            "data.val_batch_size=1",
+            "data.num_workers=0",
+            "data.num_val_videos=1" if "ytvis" in experiment else "data.frame_stride=1",
+            "trainer.precision=32-true",
             "debug=fast_dev_run",
             "callbacks.progress_bar=null",
             f"paths.output_dir={tmp_path}",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, TINY, compose_config
 from hydra.utils import instantiate
 
-from conftest import REPO, TINY, compose_config
 from ocl.cli import build_model, build_trainer, train
 from ocl.losses.base import LossTerm
 from ocl.methods.base import NonFiniteLossError

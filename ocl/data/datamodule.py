@@ -7,8 +7,9 @@ contract of :mod:`ocl.data.batch`.
 
 from __future__ import annotations
 
-from typing import Any
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import lightning
 import numpy as np
@@ -16,8 +17,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
+from ocl.data.batch import META, VIDEO
+from ocl.data.clips import ClipDataset, SeededDraws, VideoSource
+from ocl.data.errors import DataError
 from ocl.data.sampling import ResumableRandomSampler
 from ocl.data.synthetic import SyntheticVideoDataset, get_level
+from ocl.data.transforms import VideoTransform
 
 
 def _stack_in_numpy(batch: list[torch.Tensor], *, collate_fn_map: dict | None = None) -> torch.Tensor:
@@ -25,13 +30,31 @@ def _stack_in_numpy(batch: list[torch.Tensor], *, collate_fn_map: dict | None = 
     return torch.from_numpy(np.stack([tensor.numpy() for tensor in batch]))
 
 
+def _check_same_shapes(batch: list[Any]) -> None:
+    """Raise DataError if the items' videos differ in shape (whole videos of different lengths)."""
+    shapes = {tuple(item[VIDEO].shape) for item in batch if isinstance(item, dict) and VIDEO in item}
+    if len(shapes) > 1:
+        ids = [item[META]["video_id"] for item in batch]
+        raise DataError(
+            f"videos {ids} have different shapes {sorted(shapes)} and cannot share a batch; "
+            "evaluate whole videos one at a time with data.val_batch_size=1"
+        )
+
+
+def collate_videos(batch: list[Any]) -> Any:
+    """``default_collate`` with a clear error for items of different shapes (used in workers)."""
+    _check_same_shapes(batch)
+    return default_collate(batch)
+
+
 def collate_single_threaded(batch: list[Any]) -> Any:
-    """``default_collate``, except that tensors are stacked by numpy, on one thread.
+    """:func:`collate_videos`, except that tensors are stacked by numpy, on one thread.
 
     In the main process (``num_workers=0``) torch copies large tensors with all its intra-op
     threads; on a busy CPU their hand-offs stall: stacking 16 videos of ``[6, 3, 64, 64]``
     took 125 ms with torch's two threads and 12 ms with numpy on a loaded 2-core machine.
     """
+    _check_same_shapes(batch)
     return collate(batch, collate_fn_map={**default_collate_fn_map, torch.Tensor: _stack_in_numpy})
 
 
@@ -82,13 +105,13 @@ class VideoDataModule(lightning.LightningDataModule):
         """A loader over ``dataset`` with this module's worker settings.
 
         Workers run torch on one thread and collate into shared memory, so they keep
-        ``default_collate``; the main process collates with :func:`collate_single_threaded`.
+        :func:`collate_videos`; the main process collates with :func:`collate_single_threaded`.
         """
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            collate_fn=default_collate if self.num_workers > 0 else collate_single_threaded,
+            collate_fn=collate_videos if self.num_workers > 0 else collate_single_threaded,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -102,11 +125,16 @@ class VideoDataModule(lightning.LightningDataModule):
         covering ``trainer.max_steps`` optimiser steps; it starts after the samples consumed by
         the ``trainer.global_step`` steps already taken (non-zero when resuming) and is sharded
         across DDP ranks. Without a trainer (e.g. in a notebook) it covers one pass over the data.
+        A dataset with random draws (a :class:`~ocl.data.clips.ClipDataset`: clip start, crop)
+        seeds them with the sample's stream position, so they resume exactly too.
         """
         dataset = self._dataset(self.train_set, "train")
+        draws = isinstance(dataset, ClipDataset)
+        if draws:
+            dataset = SeededDraws(dataset, self.seed)
         trainer = self.trainer
         if trainer is None:
-            sampler = ResumableRandomSampler(len(dataset), len(dataset), self.seed)
+            sampler = ResumableRandomSampler(len(dataset), len(dataset), self.seed, with_positions=draws)
         else:
             if trainer.max_steps is None or trainer.max_steps < 0:
                 raise ValueError("ocl trains for a number of optimiser steps: set trainer.max_steps (> 0)")
@@ -114,7 +142,9 @@ class VideoDataModule(lightning.LightningDataModule):
             per_step = self.batch_size * trainer.accumulate_grad_batches * world_size
             start = trainer.global_step * per_step
             remaining = (trainer.max_steps * per_step - start) // world_size
-            sampler = ResumableRandomSampler(len(dataset), remaining, self.seed, start, trainer.global_rank, world_size)
+            sampler = ResumableRandomSampler(
+                len(dataset), remaining, self.seed, start, trainer.global_rank, world_size, with_positions=draws
+            )
         return self._loader(dataset, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -170,3 +200,72 @@ class SyntheticDataModule(VideoDataModule):
         self.train_set = dataset("train", train_size, num_frames=train_frames)
         self.val_set = dataset("val", val_size, num_frames=val_frames)
         self.test_set = dataset("test", test_size, num_frames=val_frames)
+
+
+class StoredVideoDataModule(VideoDataModule):
+    """Base of the modules of datasets read from disk: one :class:`~ocl.data.clips.VideoSource` per split.
+
+    Training items are random ``train_clip_length``-frame clips with ``train_transform``;
+    validation and test items are whole videos (``eval_clip_length=None``, the protocol of
+    ``docs/protocol.md``) with ``eval_transform``. Sources are opened in :meth:`setup`, so a
+    missing or incomplete dataset fails before the first step with a message naming the path.
+
+    Args:
+        root: the dataset's folder.
+        train_clip_length: frames per training clip.
+        eval_clip_length: frames per evaluation item; ``None`` = whole videos.
+        eval_chunked: with ``eval_clip_length``, evaluate every consecutive chunk of that many
+            frames of each video as its own sample (VideoSAUR's 6-frame YT-VIS protocol)
+            instead of only the first clip.
+        train_transform, eval_transform: :class:`~ocl.data.transforms.VideoTransform`.
+        frame_stride: step between clip frames.
+        batch_size, val_batch_size, num_workers, seed, pin_memory: see :class:`VideoDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_clip_length: int = 4,
+        eval_clip_length: int | None = None,
+        train_transform: VideoTransform | None = None,
+        eval_transform: VideoTransform | None = None,
+        frame_stride: int = 1,
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        pin_memory: bool = False,
+        eval_chunked: bool = False,
+    ) -> None:
+        super().__init__(batch_size, val_batch_size, num_workers, seed, pin_memory)
+        self.root = Path(root).expanduser()
+        self.train_clip_length = train_clip_length
+        if eval_chunked and eval_clip_length is None:
+            raise ValueError("eval_chunked needs an eval_clip_length (the chunk size)")
+        self.eval_clip_length = eval_clip_length
+        self.eval_chunked = eval_chunked
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.frame_stride = frame_stride
+
+    def open_source(self, split: str) -> VideoSource:
+        """The videos of ``split`` (``train``, ``val`` or ``test``); raise DataError if unreadable."""
+        raise NotImplementedError
+
+    def splits_for(self, stage: str | None) -> tuple[str, ...]:
+        """Splits a Lightning ``stage`` needs."""
+        return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in self.splits_for(stage):
+            if getattr(self, f"{split}_set") is not None:
+                continue
+            if split == "train":
+                dataset = ClipDataset(
+                    self.open_source(split), self.train_clip_length, self.train_transform, self.frame_stride
+                )
+            else:
+                dataset = ClipDataset(
+                    self.open_source(split), self.eval_clip_length, self.eval_transform, chunked=self.eval_chunked
+                )
+            setattr(self, f"{split}_set", dataset)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Sampler
 
 
-class ResumableRandomSampler(Sampler[int]):
+class ResumableRandomSampler(Sampler):
     """Indices ``stream[start + rank :: world_size][:num_samples]`` of a seeded shuffled stream.
 
     ``stream`` concatenates permutations of ``range(dataset_size)``; permutation ``c`` comes
@@ -26,10 +26,20 @@ class ResumableRandomSampler(Sampler[int]):
         seed: seed of the stream.
         start: position in the global stream (all ranks together) to start from.
         rank: this process's rank; ``world_size``: number of ranks.
+        with_positions: yield ``(index, position)`` pairs, ``position`` being the index's place
+            in the global stream, so a dataset can seed its random draws (clip start, crop) with
+            it (see :class:`ocl.data.clips.SeededDraws`).
     """
 
     def __init__(
-        self, dataset_size: int, num_samples: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        dataset_size: int,
+        num_samples: int,
+        seed: int,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        with_positions: bool = False,
     ) -> None:
         if dataset_size <= 0:
             raise ValueError("cannot sample from an empty dataset")
@@ -39,19 +49,21 @@ class ResumableRandomSampler(Sampler[int]):
         self.start = start
         self.rank = rank
         self.world_size = world_size
+        self.with_positions = with_positions
 
     def _permutation(self, cycle: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + cycle)
         return torch.randperm(self.dataset_size, generator=generator)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
         position = self.start + self.rank
         cycle, permutation = -1, torch.empty(0, dtype=torch.long)
         for _ in range(self.num_samples):
             if position // self.dataset_size != cycle:
                 cycle = position // self.dataset_size
                 permutation = self._permutation(cycle)
-            yield int(permutation[position % self.dataset_size])
+            index = int(permutation[position % self.dataset_size])
+            yield (index, position) if self.with_positions else index
             position += self.world_size
 
     def __len__(self) -> int:

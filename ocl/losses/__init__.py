@@ -1,6 +1,8 @@
 """Named, weighted loss terms chosen in config (``loss.<name>.weight``)."""
 
 from ocl.losses.base import LossTerm
+from ocl.losses.contrastive import SlotSlotContrastive
 from ocl.losses.reconstruction import ReconstructionMSE
+from ocl.losses.similarity import TemporalFeatureSimilarity
 
-__all__ = ["LossTerm", "ReconstructionMSE"]
+__all__ = ["LossTerm", "ReconstructionMSE", "SlotSlotContrastive", "TemporalFeatureSimilarity"]

@@ -42,6 +42,10 @@ class SegmentationMetrics(Callback):
     reset at every epoch start. Values are synchronised across DDP ranks by torchmetrics'
     ``compute``, hence ``sync_dist=False`` when logging.
 
+    A data module may add the metrics of its dataset's protocol with an ``extra_metrics()``
+    method (name -> metric; DAVIS adds J&F). A metric with ``compute_all()`` logs each of its
+    entries as ``{stage}/{key}``; one with ``skipped()`` also logs ``{stage}/{name}_skipped``.
+
     Args:
         metrics: name -> metric whose ``update(soft_masks [B, T, K, h, w], masks [B, T, H, W])``
             scores a batch (copied per stage); ``None`` uses :func:`default_metrics`.
@@ -50,6 +54,12 @@ class SegmentationMetrics(Callback):
     def __init__(self, metrics: Mapping[str, Metric] | None = None) -> None:
         template = default_metrics() if metrics is None else dict(metrics.items())
         self.stage_metrics = {stage: {name: copy.deepcopy(m) for name, m in template.items()} for stage in STAGES}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        extra_metrics = getattr(trainer.datamodule, "extra_metrics", None)
+        for name, metric in (extra_metrics() if extra_metrics else {}).items():
+            for metrics in self.stage_metrics.values():
+                metrics.setdefault(name, copy.deepcopy(metric))
 
     def _start(self, stage: str, pl_module: LightningModule) -> None:
         for metric in self.stage_metrics[stage].values():
@@ -78,8 +88,10 @@ class SegmentationMetrics(Callback):
     def _end(self, stage: str, pl_module: LightningModule) -> None:
         for name, metric in self.stage_metrics[stage].items():
             if metric.update_called:  # same on every rank: all ranks see labelled batches or none
-                pl_module.log(f"{stage}/{name}", float(metric.compute()), sync_dist=False)
-                if isinstance(metric, SegmentationMetric):
+                values = metric.compute_all() if hasattr(metric, "compute_all") else {name: metric.compute()}
+                for key, value in values.items():
+                    pl_module.log(f"{stage}/{key}", float(value), sync_dist=False)
+                if hasattr(metric, "skipped"):
                     pl_module.log(f"{stage}/{name}_skipped", float(metric.skipped()), sync_dist=False)
             metric.reset()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -75,3 +76,89 @@ class SpatialBroadcastDecoder(nn.Module):
         masks = alpha_logits.softmax(dim=1)
         reconstruction = (values * masks.unsqueeze(2)).sum(dim=1)
         return reconstruction, masks
+
+
+def mlp(dims: Sequence[int]) -> nn.Sequential:
+    """Linear layers ``dims[0] -> ... -> dims[-1]`` with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(dims)):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if index < len(dims) - 2:
+            layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class MLPFeatureDecoder(nn.Module):
+    """DINOSAUR's broadcast MLP decoder over patches (SlotContrast, SlotCurri).
+
+    Every slot is broadcast to the ``N`` patch positions and gets a learned position embedding;
+    a shared MLP maps each (slot, position) to ``output_dim`` values and one alpha logit. Alpha
+    is softmaxed over slots (the masks); the reconstruction is the alpha-weighted sum of values.
+
+    Args:
+        slot_dim: slot dimension ``d``.
+        num_tokens: number of patches ``N``.
+        output_dim: decoded channels per patch (the feature dimension ``D``).
+        hidden_dims: hidden layer sizes of the MLP (DINOSAUR: 1024 x 3).
+    """
+
+    def __init__(self, slot_dim: int, num_tokens: int, output_dim: int, hidden_dims: Sequence[int] = (1024,) * 3):
+        super().__init__()
+        self.position = nn.Parameter(torch.randn(1, 1, num_tokens, slot_dim) * 0.02)
+        self.mlp = mlp([slot_dim, *hidden_dims, output_dim + 1])
+
+    def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``slots [B, K, d]`` -> (reconstruction ``[B, N, output_dim]``, masks ``[B, K, N]``)."""
+        decoded = self.mlp(slots.unsqueeze(2) + self.position)  # [B, K, N, output_dim + 1]
+        values, alpha_logits = decoded[..., :-1], decoded[..., -1]
+        masks = alpha_logits.softmax(dim=1)
+        return torch.einsum("bkn,bknc->bnc", masks, values), masks
+
+
+class SlotMixerDecoder(nn.Module):
+    """SlotMixer decoder (Sajjadi et al. 2022) as used by VideoSAUR.
+
+    Learned per-patch queries pass through an allocation transformer (pre-LN decoder blocks:
+    self-attention over patches, cross-attention to the slots, MLP). A final single-head
+    dot-product attention of each query over the slots gives the mixing weights (the masks,
+    softmax over slots); each patch's weighted mixture of slots plus its position embedding
+    is rendered by an MLP into ``output_dim`` values. Unlike the MLP decoder, the render runs
+    once per patch, not once per (slot, patch).
+
+    Args:
+        slot_dim: slot dimension ``d``.
+        num_tokens: number of patches ``N``.
+        output_dim: rendered channels per patch.
+        num_blocks: allocation transformer blocks.
+        num_heads: attention heads in those blocks.
+        hidden_dims: hidden layer sizes of the render MLP.
+    """
+
+    def __init__(
+        self,
+        slot_dim: int,
+        num_tokens: int,
+        output_dim: int,
+        num_blocks: int = 2,
+        num_heads: int = 4,
+        hidden_dims: Sequence[int] = (1024,) * 3,
+    ) -> None:
+        super().__init__()
+        self.position = nn.Parameter(torch.randn(1, num_tokens, slot_dim) * 0.02)
+        block = nn.TransformerDecoderLayer(
+            slot_dim, num_heads, 4 * slot_dim, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.allocator = nn.TransformerDecoder(block, num_blocks, norm=nn.LayerNorm(slot_dim))
+        self.norm_slots = nn.LayerNorm(slot_dim)
+        self.to_q = nn.Linear(slot_dim, slot_dim, bias=False)
+        self.to_k = nn.Linear(slot_dim, slot_dim, bias=False)
+        self.render = mlp([slot_dim, *hidden_dims, output_dim])
+
+    def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``slots [B, K, d]`` -> (rendered ``[B, N, output_dim]``, masks ``[B, K, N]``)."""
+        queries = self.allocator(self.position.expand(slots.shape[0], -1, -1), slots)
+        keys = self.to_k(self.norm_slots(slots))
+        logits = torch.einsum("bnd,bkd->bkn", self.to_q(queries), keys) * slots.shape[-1] ** -0.5
+        masks = logits.softmax(dim=1)
+        mixed = torch.einsum("bkn,bkd->bnd", masks, slots)
+        return self.render(mixed + self.position), masks

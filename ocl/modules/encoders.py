@@ -73,3 +73,25 @@ class CNNEncoder(nn.Module):
         features = self.convs(images * 2.0 - 1.0).permute(0, 2, 3, 1)
         features = self.position(features)
         return self.mlp(features.flatten(1, 2))
+
+
+class TokenMLP(nn.Module):
+    """DINOSAUR's map from frozen features to the corrector's tokens: LN -> D->2D -> ReLU -> 2D->d.
+
+    Args:
+        input_dim: feature dimension ``D``.
+        output_dim: token dimension ``d``.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.LayerNorm(input_dim),
+            nn.Linear(input_dim, 2 * input_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(2 * input_dim, output_dim),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[..., D] -> [..., d]``."""
+        return self.layers(features)

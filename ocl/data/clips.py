@@ -1,0 +1,142 @@
+"""Clips of stored videos: the dataset every real-data module is built from.
+
+A dataset's reader implements :class:`VideoSource` (how many videos, their lengths, and
+reading chosen frames); :class:`ClipDataset` turns it into items of the batch contract
+(:mod:`ocl.data.batch`). Evaluation reads whole videos (or the first ``clip_length`` frames),
+training draws random clips through :meth:`ClipDataset.sample`, whose randomness comes from
+the generator the data module passes with each index (so a resumed run draws the same clips
+and crops as an uninterrupted one, whatever the number of workers).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ocl.data.transforms import VideoTransform
+
+
+class VideoSource(ABC):
+    """Random access to the videos of one split of a dataset, as stored on disk.
+
+    Implementations validate what they can cheaply at construction (paths, indices) and
+    raise ``ocl.data.errors.DataError`` naming the file for anything wrong found when reading.
+    """
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of videos."""
+
+    @abstractmethod
+    def video_id(self, index: int) -> str:
+        """The dataset's own name of video ``index``."""
+
+    @abstractmethod
+    def num_frames(self, index: int) -> int:
+        """Frames of video ``index``."""
+
+    @abstractmethod
+    def read(self, index: int, frame_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 frames ``[T, H, W, 3]`` and int instance ids ``[T, H, W]`` (0 background,
+        -1 ignore; ``None`` without labels) of the given frames of video ``index``."""
+
+
+class ClipDataset(Dataset):
+    """Items ``{"video", "masks"?, "meta"}`` (see :mod:`ocl.data.batch`) from a :class:`VideoSource`.
+
+    Args:
+        source: the videos.
+        clip_length: frames per item; ``None`` = whole videos (the evaluation protocol).
+        transform: spatial transform (resize/crop) applied to frames and masks.
+        frame_stride: step between the frames of a clip (1 = consecutive).
+        chunked: items are all consecutive ``clip_length``-frame chunks of every video (the last
+            one may be shorter), each its own sample with id ``<video id>@<first frame>``;
+            for chunked evaluation. Training draws (:meth:`sample` with an ``rng``) are unaffected.
+    """
+
+    def __init__(
+        self,
+        source: VideoSource,
+        clip_length: int | None = None,
+        transform: VideoTransform | None = None,
+        frame_stride: int = 1,
+        chunked: bool = False,
+    ) -> None:
+        if clip_length is not None and clip_length < 1:
+            raise ValueError(f"clip_length must be >= 1 or None, got {clip_length}")
+        if frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+        self.source = source
+        self.clip_length = clip_length
+        self.transform = transform or VideoTransform(mode="none")
+        self.frame_stride = frame_stride
+        self.chunks: list[tuple[int, int]] | None = None
+        if chunked:
+            if clip_length is None:
+                raise ValueError("chunked needs a clip_length (the chunk size)")
+            self.chunks = [
+                (video, start)
+                for video in range(len(source))
+                for start in range(0, source.num_frames(video), clip_length)
+            ]
+
+    def __len__(self) -> int:
+        return len(self.source) if self.chunks is None else len(self.chunks)
+
+    def clip_frames(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
+        """Frame indices of the clip: the first frames for ``rng=None``, a random start otherwise.
+
+        Videos shorter than a clip repeat their last frame (the indices say so).
+        """
+        length = self.source.num_frames(index)
+        if self.clip_length is None:
+            return np.arange(length)
+        span = (self.clip_length - 1) * self.frame_stride + 1
+        start = int(rng.integers(max(1, length - span + 1))) if rng is not None else 0
+        return np.minimum(start + np.arange(self.clip_length) * self.frame_stride, length - 1)
+
+    def sample(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
+        """Video ``index`` as a clip: random start, crop and flip drawn from ``rng`` (None: deterministic)."""
+        return self._item(index, self.clip_frames(index, rng), rng)
+
+    def _item(self, index: int, frame_indices: np.ndarray, rng: np.random.Generator | None) -> dict[str, Any]:
+        """The given frames of video ``index``, transformed (random crop/flip from ``rng``)."""
+        frames, masks = self.source.read(index, frame_indices)
+        video, labels = self.transform(frames, masks, rng)
+        item: dict[str, Any] = {
+            "video": video,
+            "meta": {"video_id": self.source.video_id(index), "frame_indices": torch.from_numpy(frame_indices)},
+        }
+        if labels is not None:
+            item["masks"] = labels
+        return item
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """The deterministic item (evaluation): first clip (or chunk ``index``), centre crop."""
+        if self.chunks is None:
+            return self.sample(index, None)
+        video, start = self.chunks[index]
+        frame_indices = np.arange(start, min(start + self.clip_length, self.source.num_frames(video)))
+        item = self._item(video, frame_indices, None)
+        item["meta"]["video_id"] = f"{item['meta']['video_id']}@{start}"
+        return item
+
+
+class SeededDraws(Dataset):
+    """Wraps a dataset with a ``sample(index, rng)`` method for a sampler that yields
+    ``(index, position)``: item = ``sample(index, default_rng([seed, position]))``."""
+
+    def __init__(self, dataset: ClipDataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, position = key
+        return self.dataset.sample(index, np.random.default_rng([self.seed, position]))

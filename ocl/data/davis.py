@@ -1,0 +1,177 @@
+"""DAVIS-2017 (trainval release), read from the official download as it is.
+
+``DAVIS-2017-trainval-480p.zip`` (https://davischallenge.org/davis2017/code.html) unzips to a
+folder ``DAVIS`` (``data.root``) with::
+
+    JPEGImages/<resolution>/<sequence>/00000.jpg ...
+    Annotations/<resolution>/<sequence>/00000.png ...    palette ("P") PNGs, one per frame
+    ImageSets/2017/train.txt, val.txt                    one sequence name per line
+
+``resolution`` is ``480p`` (or ``Full-Resolution`` from the full-resolution download).
+
+Labels: a PNG's pixel values are palette indices: ``0`` background, ``k`` object ``k`` (the
+same object in every frame of the sequence), ``255`` void, which becomes
+:data:`~ocl.data.batch.IGNORE_ID`. Every frame must have its PNG (as in the trainval
+release); a missing one is a :class:`~ocl.data.errors.DataError` naming it.
+
+Splits: ``train`` and ``val`` as listed in ``ImageSets/2017``; ``test`` serves the ``val``
+sequences, the split that DAVIS-2017 results are reported on (test-dev and challenge labels
+are not public).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torchmetrics import Metric
+
+from ocl.data.batch import IGNORE_ID
+from ocl.data.clips import VideoSource
+from ocl.data.datamodule import StoredVideoDataModule
+from ocl.data.errors import DataError
+from ocl.data.ytvis import read_rgb
+from ocl.metrics.jandf import JAndF
+
+RESOLUTIONS = ("480p", "Full-Resolution")
+SPLITS = ("train", "val")
+VOID = 255
+"""Annotation value of pixels that DAVIS does not score."""
+DOWNLOAD_HELP = (
+    "Download DAVIS-2017-trainval-480p.zip from https://davischallenge.org/davis2017/code.html "
+    "(https://data.vision.ee.ethz.ch/csergi/share/davis/DAVIS-2017-trainval-480p.zip), unzip it and move "
+    "its DAVIS folder to {root}, or point data.root (or OCL_DATA_ROOT) at it."
+)
+
+
+def read_annotation(path: Path) -> np.ndarray:
+    """int16 ids ``[H, W]`` of a DAVIS palette PNG (void 255 -> IGNORE_ID); DataError naming a bad file."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise DataError(
+                    f"{path} is a mode {image.mode!r} image; DAVIS annotations are palette ('P') PNGs whose "
+                    f"pixel values are object ids"
+                )
+            values = np.asarray(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read annotation {path}: {error}; re-extract it from the dataset download") from error
+    labels = values.astype(np.int16)
+    labels[values == VOID] = IGNORE_ID
+    return labels
+
+
+def _stems(folder: Path, suffix: str) -> list[str]:
+    """Sorted names (without ``suffix``) of the ``*suffix`` files in ``folder``; DataError if it is missing."""
+    if not folder.is_dir():
+        raise DataError(f"{folder} does not exist; the download is incomplete")
+    return sorted(path.name[: -len(suffix)] for path in folder.iterdir() if path.name.endswith(suffix))
+
+
+def _read_image_set(path: Path) -> list[str]:
+    """Sequence names listed in an ``ImageSets/2017`` file."""
+    try:
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read the DAVIS sequence list {path}: {error}; the download is incomplete") from error
+    if not names:
+        raise DataError(f"the DAVIS sequence list {path} is empty")
+    return names
+
+
+class DavisSource(VideoSource):
+    """Frames and object ids of the DAVIS-2017 sequences of ``split`` (see the module docs).
+
+    Every sequence's folders are listed here (JPEGs and PNGs must pair up one to one); files
+    are decoded, and their sizes compared, when a sequence is read.
+
+    Args:
+        root: the ``DAVIS`` folder of the download.
+        split: ``train`` or ``val``.
+        resolution: ``480p`` or ``Full-Resolution``.
+    """
+
+    def __init__(self, root: str | Path, split: str, resolution: str = "480p") -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown DAVIS split {split!r}; known: {list(SPLITS)}")
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"unknown DAVIS resolution {resolution!r}; known: {list(RESOLUTIONS)}")
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DataError(f"DAVIS-2017 not found: {root} does not exist. {DOWNLOAD_HELP.format(root=root)}")
+        self.image_dir = root / "JPEGImages" / resolution
+        self.annotation_dir = root / "Annotations" / resolution
+        self.sequences = _read_image_set(root / "ImageSets" / "2017" / f"{split}.txt")
+        self.frames = [self._frame_names(sequence) for sequence in self.sequences]
+
+    def _frame_names(self, sequence: str) -> list[str]:
+        frames = _stems(self.image_dir / sequence, ".jpg")
+        annotations = _stems(self.annotation_dir / sequence, ".png")
+        if not frames:
+            raise DataError(f"{self.image_dir / sequence} has no JPEG frames")
+        missing = sorted(set(frames) - set(annotations))
+        if missing:
+            raise DataError(
+                f"{self.annotation_dir / sequence / missing[0]}.png is missing ({len(missing)} of the "
+                f"{len(frames)} frames of {sequence} have no annotation); DAVIS-2017 trainval annotates every frame"
+            )
+        if len(annotations) != len(frames):
+            extra = sorted(set(annotations) - set(frames))
+            raise DataError(
+                f"{self.annotation_dir / sequence} has {len(annotations)} annotations for {len(frames)} frames: "
+                f"{self.image_dir / sequence / extra[0]}.jpg is missing"
+            )
+        return frames
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def video_id(self, index: int) -> str:
+        return self.sequences[index]
+
+    def num_frames(self, index: int) -> int:
+        return len(self.frames[index])
+
+    def read(self, index: int, frame_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 frames ``[T, H, W, 3]`` and int16 ids ``[T, H, W]`` (0 background, k object k, IGNORE_ID void)."""
+        sequence = self.sequences[index]
+        frames, masks = [], []
+        for t in frame_indices:
+            name = self.frames[index][int(t)]
+            frame = read_rgb(self.image_dir / sequence / f"{name}.jpg")
+            path = self.annotation_dir / sequence / f"{name}.png"
+            labels = read_annotation(path)
+            if labels.shape != frame.shape[:2]:
+                raise DataError(
+                    f"{path} is {labels.shape[0]}x{labels.shape[1]} (HxW) but its frame "
+                    f"{self.image_dir / sequence / name}.jpg is {frame.shape[0]}x{frame.shape[1]}"
+                )
+            frames.append(frame)
+            masks.append(labels)
+        return np.stack(frames), np.stack(masks)
+
+
+class DavisDataModule(StoredVideoDataModule):
+    """DAVIS-2017 trainval (see the module docs for layout, labels and splits; ``test`` = ``val``).
+
+    Args:
+        root: the ``DAVIS`` folder of the download.
+        resolution: ``480p`` or ``Full-Resolution``.
+        **kwargs: clip lengths, transforms and loader settings of
+            :class:`~ocl.data.datamodule.StoredVideoDataModule`.
+    """
+
+    def __init__(self, root: str, resolution: str = "480p", **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"unknown DAVIS resolution {resolution!r}; known: {list(RESOLUTIONS)}")
+        self.resolution = resolution
+
+    def open_source(self, split: str) -> DavisSource:
+        return DavisSource(self.root, "val" if split == "test" else split, self.resolution)
+
+    def extra_metrics(self) -> dict[str, Metric]:
+        """J&F (DAVIS protocol, slots matched to objects) besides the default metrics."""
+        return {"j_and_f": JAndF()}

@@ -1,0 +1,319 @@
+"""YouTube-VIS 2019 and 2021, read from the official downloads as they are.
+
+Layout under ``root`` (``data.root``), as unzipped from the CodaLab pages linked on
+https://youtube-vos.org/dataset/vis/ (the same paths Mask2Former / VITA register)::
+
+    2019: root/train.json                  root/train/JPEGImages/<video>/<frame>.jpg
+    2021: root/train/instances.json        root/train/JPEGImages/<video>/<frame>.jpg
+
+The JSON is COCO-like: ``videos`` (``id``, ``file_names`` relative to ``train/JPEGImages``,
+``height``, ``width``, ``length``), ``annotations`` (one per object track: ``video_id``,
+``segmentations`` with one entry per frame: an RLE dict ``{"size": [h, w], "counts": str}``
+(compressed) or ``{"counts": [int, ...]}`` (uncompressed), a polygon list
+``[[x0, y0, x1, y1, ...], ...]``, or ``null`` where the object is absent) and ``categories``.
+Only the annotated frames (every 5th frame of the 30 fps videos) are listed in ``file_names``;
+they are the frames read. ``iscrowd`` is not used (YouTube-VIS has no crowd tracks).
+
+Labels (``read``): per video, instance ``m`` (1-based, in the order of the JSON's
+``annotations``) is id ``m`` in every frame, ``0`` is background. **Overlaps**: YouTube-VIS
+masks of different objects may overlap; pixels covered by more than one object are
+:data:`~ocl.data.batch.IGNORE_ID` (no metric scores them), so that no object's extent depends
+on the order of the annotations.
+
+Splits: only the train labels are public. ``val`` is the *last* ``num_val_videos`` videos of
+the train JSON's ``videos`` list (300, as VideoSAUR and SlotContrast), ``train`` the others.
+There is no ``test`` split: the official valid/test labels are withheld, and an unlabelled
+split would yield no metric, so asking for it raises :class:`~ocl.data.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from ocl.data.batch import IGNORE_ID
+from ocl.data.clips import VideoSource
+from ocl.data.datamodule import StoredVideoDataModule
+from ocl.data.errors import DataError
+
+ANNOTATION_FILES = {2019: "train.json", 2021: "train/instances.json"}
+"""Train JSON of each version, relative to the dataset root."""
+IMAGE_DIR = "train/JPEGImages"
+DOWNLOAD_HELP = (
+    "Get YouTube-VIS {version} from its CodaLab competition, linked on https://youtube-vos.org/dataset/vis/ "
+    "(2019: https://codalab.lisn.upsaclay.fr/competitions/6064, 2021: https://codalab.lisn.upsaclay.fr/competitions/7680), "
+    "unzip train.zip (2019: and train.json) into {root} so that {images} and {annotations} exist, "
+    "or point data.root (or OCL_DATA_ROOT) at the folder that has them."
+)
+NO_TEST_SPLIT = (
+    "YouTube-VIS has no test split with public labels (the official valid and test labels are withheld); "
+    "evaluate on split 'val' (the last num_val_videos training videos), e.g. eval.split=val"
+)
+
+
+@dataclass(frozen=True)
+class YTVISVideo:
+    """One video of the train JSON.
+
+    Attributes:
+        json_id: the video's ``id`` in the JSON.
+        name: its frame folder (e.g. ``"0043f083b5"``), used as the video id of batches.
+        height, width: frame size in pixels, as the JSON says.
+        file_names: ``T`` frame paths relative to ``train/JPEGImages``.
+        tracks: ``M`` object tracks, each ``T`` segmentations (RLE dict, polygon list or None).
+    """
+
+    json_id: int
+    name: str
+    height: int
+    width: int
+    file_names: tuple[str, ...]
+    tracks: tuple[tuple[Any, ...], ...] = ()
+
+
+def _field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``record[key]``, or a DataError if it is absent or not of type ``kind``."""
+    if not isinstance(record, dict) or key not in record:
+        raise DataError(f"{where} has no '{key}' field")
+    value = record[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataError(f"{where}: '{key}' must be {kind}, got {type(value).__name__}")
+    return value
+
+
+def _parse_video(record: Any, position: int, json_path: Path) -> YTVISVideo:
+    """A ``videos`` entry of the JSON, checked: ``len(file_names) == length``."""
+    where = f"{json_path}: videos[{position}]"
+    file_names = _field(record, "file_names", list, where)
+    length = _field(record, "length", int, where)
+    if not file_names or len(file_names) != length:
+        raise DataError(f"{where} has length {length} but {len(file_names)} file_names; the JSON is inconsistent")
+    if not all(isinstance(name, str) for name in file_names):
+        raise DataError(f"{where}: file_names must be strings")
+    return YTVISVideo(
+        json_id=_field(record, "id", int, where),
+        name=PurePosixPath(file_names[0]).parent.as_posix(),
+        height=_field(record, "height", int, where),
+        width=_field(record, "width", int, where),
+        file_names=tuple(file_names),
+    )
+
+
+def load_ytvis_annotations(json_path: Path) -> list[YTVISVideo]:
+    """The videos of a YouTube-VIS train JSON with their object tracks, in the JSON's order.
+
+    Raises DataError if the file is missing or unreadable, an annotation names an unknown
+    video, or a track's number of segmentations differs from its video's number of frames.
+    """
+    json_path = Path(json_path)
+    try:
+        with json_path.open("rb") as file:
+            data = json.load(file)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{json_path} is not a readable JSON file: {error}") from error
+    videos = [
+        _parse_video(record, i, json_path) for i, record in enumerate(_field(data, "videos", list, str(json_path)))
+    ]
+    by_id = {video.json_id: video for video in videos}
+    if len(by_id) != len(videos):
+        raise DataError(f"{json_path}: the 'id's of 'videos' are not unique")
+    tracks: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for position, annotation in enumerate(_field(data, "annotations", list, str(json_path))):
+        where = f"{json_path}: annotations[{position}]"
+        video_id = _field(annotation, "video_id", int, where)
+        if video_id not in by_id:
+            raise DataError(f"{where} refers to video_id {video_id}, which is not in 'videos'")
+        segmentations = _field(annotation, "segmentations", list, where)
+        video = by_id[video_id]
+        if len(segmentations) != len(video.file_names):
+            raise DataError(
+                f"{where} has {len(segmentations)} segmentations but video {video.name} (id {video_id}) has "
+                f"{len(video.file_names)} frames; there must be one entry (or null) per frame"
+            )
+        tracks[video_id].append(tuple(segmentations))
+    return [replace(video, tracks=tuple(tracks[video.json_id])) for video in videos]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """The image at ``path`` as uint8 ``[H, W, 3]``; DataError naming it if it is missing or corrupt."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read image {path}: {error}; re-extract it from the dataset download") from error
+
+
+def decode_segmentation(segmentation: Any, height: int, width: int, where: str) -> np.ndarray:
+    """bool ``[height, width]`` mask of one YouTube-VIS segmentation (RLE dict or polygon list).
+
+    ``where`` names the annotation in error messages.
+    """
+    if isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if not isinstance(size, list) or size != [height, width]:
+            raise DataError(f"{where}: mask size {size} differs from the frame size [{height}, {width}]")
+    elif not isinstance(segmentation, list):
+        raise DataError(f"{where}: expected an RLE dict, a polygon list or null, got {type(segmentation).__name__}")
+    try:
+        if isinstance(segmentation, list):  # polygons
+            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+        else:  # compressed RLE
+            rle = segmentation
+        mask = mask_utils.decode(rle)
+    except Exception as error:  # pycocotools raises bare Exceptions and TypeErrors for malformed input
+        raise DataError(f"{where}: cannot decode the segmentation: {error}") from error
+    return mask.astype(bool)
+
+
+def _check_frames_exist(image_dir: Path, videos: Sequence[YTVISVideo], json_path: Path) -> None:
+    """DataError naming the first frame listed in the JSON that is missing on disk (one listing per folder)."""
+    for video in videos:
+        folders: dict[str, list[str]] = defaultdict(list)
+        for file_name in video.file_names:
+            relative = PurePosixPath(file_name)
+            folders[relative.parent.as_posix()].append(relative.name)
+        for folder, names in folders.items():
+            path = image_dir / folder
+            present = set(os.listdir(path)) if path.is_dir() else set()
+            missing = [name for name in names if name not in present]
+            if missing:
+                found = sum(name.endswith(".jpg") for name in present)
+                raise DataError(
+                    f"video {video.name}: {json_path} lists {len(names)} frames in {path}, {len(missing)} of them "
+                    f"missing (found {found} JPEGs there), e.g. {path / missing[0]}; the download is incomplete"
+                )
+
+
+class YTVISSource(VideoSource):
+    """Frames and instance ids of YouTube-VIS videos.
+
+    Args:
+        image_dir: ``root/train/JPEGImages``.
+        videos: the videos of the split (see :func:`load_ytvis_annotations`, :func:`split_videos`).
+        json_path: the JSON they come from (named in error messages).
+
+    The existence of every listed frame is checked here; frame decoding, frame sizes and mask
+    sizes are checked when a video is read.
+    """
+
+    def __init__(self, image_dir: Path, videos: Sequence[YTVISVideo], json_path: Path) -> None:
+        self.image_dir = Path(image_dir)
+        self.videos = list(videos)
+        self.json_path = Path(json_path)
+        _check_frames_exist(self.image_dir, self.videos, self.json_path)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def video_id(self, index: int) -> str:
+        return self.videos[index].name
+
+    def num_frames(self, index: int) -> int:
+        return len(self.videos[index].file_names)
+
+    def read(self, index: int, frame_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 frames ``[T, H, W, 3]`` and int16 ids ``[T, H, W]`` (0 background, 1..M, IGNORE_ID on overlaps)."""
+        video = self.videos[index]
+        frames = np.stack([self._frame(video, int(t)) for t in frame_indices])
+        masks = np.stack([self._labels(video, int(t)) for t in frame_indices])
+        return frames, masks
+
+    def _frame(self, video: YTVISVideo, t: int) -> np.ndarray:
+        path = self.image_dir / video.file_names[t]
+        frame = read_rgb(path)
+        if frame.shape[:2] != (video.height, video.width):
+            raise DataError(
+                f"{path} is {frame.shape[0]}x{frame.shape[1]} (HxW) but {self.json_path} says video {video.name} "
+                f"is {video.height}x{video.width}"
+            )
+        return frame
+
+    def _labels(self, video: YTVISVideo, t: int) -> np.ndarray:
+        labels = np.zeros((video.height, video.width), np.int16)
+        coverage = np.zeros((video.height, video.width), np.uint8)
+        for instance, track in enumerate(video.tracks, start=1):
+            if track[t] is None:
+                continue
+            where = f"{self.json_path}: video {video.name}, object {instance}, frame {t} ({video.file_names[t]})"
+            mask = decode_segmentation(track[t], video.height, video.width, where)
+            labels[mask] = instance
+            coverage += mask
+        labels[coverage > 1] = IGNORE_ID
+        return labels
+
+
+def split_videos(videos: Sequence[YTVISVideo], split: str, num_val_videos: int) -> list[YTVISVideo]:
+    """``val``: the last ``num_val_videos`` videos of the train JSON, ``train``: the others."""
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown YouTube-VIS split {split!r}; known: 'train', 'val'")
+    if not 0 < num_val_videos < len(videos):
+        raise DataError(
+            f"num_val_videos={num_val_videos} must be between 1 and {len(videos) - 1}: the train JSON has "
+            f"{len(videos)} videos and both splits need at least one"
+        )
+    return list(videos[:-num_val_videos] if split == "train" else videos[-num_val_videos:])
+
+
+class YTVISDataModule(StoredVideoDataModule):
+    """YouTube-VIS 2019 or 2021 (see the module docs for layout, labels and splits).
+
+    Args:
+        root: the dataset folder (holding ``train/JPEGImages``).
+        version: 2019 or 2021.
+        num_val_videos: the last videos of the train JSON that form ``val``.
+        annotation_file: the train JSON, relative to ``root`` or absolute; ``None`` = the
+            official place (:data:`ANNOTATION_FILES`).
+        **kwargs: clip lengths, transforms and loader settings of
+            :class:`~ocl.data.datamodule.StoredVideoDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        version: int = 2021,
+        num_val_videos: int = 300,
+        annotation_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(root, **kwargs)
+        if version not in ANNOTATION_FILES:
+            raise ValueError(f"unknown YouTube-VIS version {version!r}; known: {list(ANNOTATION_FILES)}")
+        if num_val_videos < 1:
+            raise ValueError(f"num_val_videos must be >= 1, got {num_val_videos}")
+        self.version = version
+        self.num_val_videos = num_val_videos
+        self.json_path = self.root / (annotation_file or ANNOTATION_FILES[version])
+        self._videos: list[YTVISVideo] | None = None
+
+    def splits_for(self, stage: str | None) -> tuple[str, ...]:
+        """As the base class, without ``test`` unless the stage is ``test`` (which then fails clearly)."""
+        return ("test",) if stage == "test" else tuple(s for s in super().splits_for(stage) if s != "test")
+
+    def open_source(self, split: str) -> YTVISSource:
+        if split == "test":
+            raise DataError(NO_TEST_SPLIT)
+        if self._videos is None:  # parsed once for both splits: the JSON is large
+            help_text = DOWNLOAD_HELP.format(
+                version=self.version, root=self.root, images=self.root / IMAGE_DIR, annotations=self.json_path
+            )
+            if not self.root.is_dir():
+                raise DataError(f"YouTube-VIS {self.version} not found: {self.root} does not exist. {help_text}")
+            if not self.json_path.is_file():
+                raise DataError(
+                    f"YouTube-VIS {self.version} annotation file {self.json_path} does not exist. {help_text}"
+                )
+            self._videos = load_ytvis_annotations(self.json_path)
+        return YTVISSource(
+            self.root / IMAGE_DIR, split_videos(self._videos, split, self.num_val_videos), self.json_path
+        )

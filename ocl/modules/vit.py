@@ -1,0 +1,211 @@
+"""Frozen DINO / DINOv2 vision transformers (timm) that turn frames into patch features.
+
+:class:`FrozenViT` returns the output tokens of one block (before the final norm, prefix tokens
+dropped) and that block's attention keys: METHODS.md's ``block12`` and ``keys12``. It holds no
+state besides the ViT, so a feature cache can replace the call without touching the methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import nn
+
+RANDOM = "random"
+HUB = "hub"
+
+
+class WeightsError(RuntimeError):
+    """The requested ViT weights could not be downloaded, read or matched to the model."""
+
+
+@dataclass
+class ViTFeatures:
+    """What :class:`FrozenViT` returns for frames ``[B, 3, H, W]``.
+
+    Attributes:
+        features: ``[B, N, D]`` output tokens of the chosen block, before the final norm,
+            without the prefix (CLS, register) tokens; ``N = h * w`` in row-major order.
+        keys: ``[B, N, D]`` attention keys of the same block (heads concatenated), prefix
+            tokens dropped.
+        grid: the token grid ``(h, w) = (H / patch_size, W / patch_size)``.
+    """
+
+    features: torch.Tensor
+    keys: torch.Tensor
+    grid: tuple[int, int]
+
+
+class FrozenViT(nn.Module):
+    """A frozen timm ViT returning one block's patch tokens and attention keys.
+
+    Frames in [0, 1] are normalised inside with the model's pretrained mean and std. The
+    parameters never require gradients, the module stays in eval mode, and blocks after
+    ``block`` are removed, so they never run.
+
+    Args:
+        model_name: timm model name, e.g. ``vit_base_patch8_224.dino`` or
+            ``vit_small_patch14_dinov2.lvd142m``.
+        image_size: side of the input frames the position embedding is made for (pretrained
+            position embeddings are resampled to it when loaded). Other sizes that are multiples
+            of the patch size also work; their position embedding is resampled on every call.
+        weights: ``"hub"`` (timm's pretrained weights from the Hugging Face hub), ``"random"``
+            (no pretrained weights: tests and synthetic runs), or the path of a local file
+            (.pth/.pt/.bin/.safetensors) holding a state dict in timm's format for the model or
+            an original DINO / DINOv2 checkpoint.
+        block: 1-based index of the block whose output and keys are returned; default the last.
+        **timm_kwargs: passed to :func:`timm.create_model`, e.g. ``depth``, ``patch_size``,
+            ``embed_dim``, ``num_heads`` for a tiny random ViT.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        image_size: int = 224,
+        weights: str = HUB,
+        block: int | None = None,
+        **timm_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        kwargs = {"dynamic_img_size": True, **timm_kwargs, "img_size": image_size}
+        vit = _create_vit(model_name, weights, kwargs)
+        patch_h, patch_w = vit.patch_embed.patch_size
+        if patch_h != patch_w:
+            raise ValueError(
+                f"{model_name} has non-square patches {(patch_h, patch_w)}; only square ones are supported"
+            )
+        depth = len(vit.blocks)
+        block = depth if block is None else block
+        if not 1 <= block <= depth:
+            raise ValueError(f"block must be in [1, {depth}] for {model_name}, got {block}")
+        if not isinstance(getattr(vit.blocks[block - 1].attn, "qkv", None), nn.Linear):
+            raise TypeError(f"{model_name} has no fused attn.qkv projection to read the attention keys from")
+        vit.prune_intermediate_layers([block - 1], prune_norm=True, prune_head=True)
+        vit.requires_grad_(False)
+        self.vit = vit
+        self.model_name = model_name
+        self.image_size = image_size
+        self.pretrained = weights != RANDOM
+        self.block = block
+        self.patch_size = patch_h
+        self.embed_dim: int = vit.embed_dim
+        mean = torch.tensor(vit.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(vit.pretrained_cfg["std"]).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.grid_size(image_size)  # raises if image_size is not a multiple of the patch size
+        self.train(False)
+
+    def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """Token grid ``(h, w)`` for frames of side ``image_size`` (int) or ``(H, W)``."""
+        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"frame size {height}x{width} is not a multiple of the patch size {self.patch_size} "
+                f"of {self.model_name}; resize or crop the frames"
+            )
+        return height // self.patch_size, width // self.patch_size
+
+    def num_tokens(self, image_size: int | tuple[int, int] | None = None) -> int:
+        """Patch tokens ``N`` for frames of side ``image_size`` (int) or ``(H, W)``; default ``self.image_size``."""
+        h, w = self.grid_size(self.image_size if image_size is None else image_size)
+        return h * w
+
+    def train(self, mode: bool = True) -> FrozenViT:
+        """Stay in eval mode whatever ``mode`` is: the ViT is frozen (no dropout, no drop path)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> ViTFeatures:
+        """``images [B, 3, H, W]`` in [0, 1] -> features and keys ``[B, h * w, D]``."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected frames [B, 3, H, W], got shape {tuple(images.shape)}")
+        grid = self.grid_size((images.shape[2], images.shape[3]))
+        captured: list[torch.Tensor] = []
+        hook = self.vit.blocks[-1].attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            (features,) = self.vit.forward_intermediates(
+                (images - self.mean) / self.std,
+                indices=[len(self.vit.blocks) - 1],
+                output_fmt="NLC",
+                intermediates_only=True,
+            )
+        finally:
+            hook.remove()
+        keys = captured[0].chunk(3, dim=-1)[1][:, self.vit.num_prefix_tokens :].contiguous()
+        return ViTFeatures(features=features, keys=keys, grid=grid)
+
+
+def _create_vit(model_name: str, weights: str, kwargs: dict[str, Any]) -> VisionTransformer:
+    """Build ``model_name`` with ``kwargs`` and load ``weights`` (``"hub"``, ``"random"`` or a path)."""
+    if weights == HUB:
+        vit = _create_from_hub(model_name, kwargs)
+    else:
+        vit = timm.create_model(model_name, pretrained=False, **kwargs)
+    if not isinstance(vit, VisionTransformer):
+        raise TypeError(f"{model_name} is a {type(vit).__name__}; FrozenViT needs a timm VisionTransformer")
+    if weights not in (HUB, RANDOM):
+        _load_local_weights(vit, model_name, Path(weights).expanduser())
+    return vit
+
+
+def _create_from_hub(model_name: str, kwargs: dict[str, Any]) -> VisionTransformer:
+    """timm's pretrained ``model_name``; a failed download raises :class:`WeightsError` with instructions."""
+    try:
+        return timm.create_model(model_name, pretrained=True, **kwargs)
+    except OSError as error:
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        hub_id = cfg.hf_hub_id if cfg is not None else None
+        source = f"https://huggingface.co/{hub_id} (model.safetensors)" if hub_id else "its timm pretrained source"
+        original = f", or the original checkpoint {cfg.url}" if cfg is not None and cfg.url else ""
+        raise WeightsError(
+            f"could not download the pretrained weights of {model_name} ({type(error).__name__}: {error}). "
+            f"On a machine with internet access get {source}{original}, "
+            f"then pass the local file: model.encoder.weights=/path/to/file"
+        ) from error
+
+
+def _load_local_weights(vit: VisionTransformer, model_name: str, path: Path) -> None:
+    """Load a timm-format or original DINO / DINOv2 state dict, resampling position embeddings."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ViT weights file not found: {path} (weights must be '{HUB}', '{RANDOM}' or a local file)"
+        )
+    try:
+        state = checkpoint_filter_fn(timm.models.load_state_dict(str(path)), vit)
+    except Exception as error:
+        raise WeightsError(f"could not read ViT weights from {path}: {error}") from error
+    expected = vit.state_dict()
+    problems = [
+        _few("missing", expected.keys() - state.keys()),
+        _few("unexpected", state.keys() - expected.keys()),
+        _few(
+            "wrong shape",
+            (
+                f"{key} {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
+                for key in expected.keys() & state.keys()
+                if state[key].shape != expected[key].shape
+            ),
+        ),
+    ]
+    problems = [problem for problem in problems if problem]
+    if problems:
+        raise WeightsError(
+            f"the weights in {path} do not fit {model_name}: {'; '.join(problems)}. Expected a state dict of "
+            f"timm's {model_name} (keys like 'blocks.0.attn.qkv.weight') or an original DINO / DINOv2 checkpoint"
+        )
+    vit.load_state_dict(state)
+
+
+def _few(label: str, items: Any, shown: int = 5) -> str:
+    """``"<label> (n): a, b, ..."`` listing at most ``shown`` of ``items``; empty if there are none."""
+    items = sorted(items)
+    if not items:
+        return ""
+    more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
+    return f"{label} ({len(items)}): {', '.join(items[:shown])}{more}"

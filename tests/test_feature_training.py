@@ -1,0 +1,113 @@
+"""The DINO-feature baselines train and evaluate end to end on the embedded data (CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from conftest import REPO, compose_config
+
+from ocl.cli import train
+from ocl.methods.feature_video import ENCODER_FINGERPRINT
+
+FEATURE_TINY = [
+    "data.train_size=16",
+    "data.val_size=2",
+    "data.batch_size=2",
+    "data.resolution=32",
+    "data.train_frames=2",
+    "data.val_frames=3",
+    "model.processor.initialiser.num_slots=3",
+    "model.processor.initialiser.dim=16",
+    "model.decoder.hidden_dims=[16]",
+    "model.scheduler.warmup_steps=2",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.checkpoint.every_n_train_steps=2",
+    "callbacks.progress_bar=null",
+    "logger=csv",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder_weights(tmp_path_factory) -> tuple[str, str]:
+    """Two local weight files of the synthetic ViT: a 'pretrained' one and a different one."""
+    folder = tmp_path_factory.mktemp("weights")
+    encoder = compose_config(["experiment=slotcontrast_synthetic", "paths.output_dir=/unused"]).model.encoder
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        vit = timm.create_model(
+            encoder.model_name,
+            img_size=encoder.image_size,
+            depth=encoder.depth,
+            num_heads=encoder.num_heads,
+            embed_dim=encoder.embed_dim,
+            patch_size=encoder.patch_size,
+        )
+        path = folder / f"vit{seed}.pth"
+        torch.save(vit.state_dict(), path)
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+@pytest.mark.parametrize("experiment", ["videosaur_synthetic", "slotcontrast_synthetic"])
+def test_synthetic_variant_trains_and_validates(tmp_path, experiment):
+    cfg = compose_config([f"experiment={experiment}", *FEATURE_TINY, f"paths.output_dir={tmp_path}"])
+    metrics = train(cfg)
+    assert 0.0 <= metrics["val/video_fg_ari"] <= 1.0 and "val/mbo" in metrics
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert any(key.startswith("encoder.") for key in checkpoint["state_dict"])  # random weights are kept
+
+
+def test_pretrained_encoder_is_left_out_of_checkpoints_and_checked_on_eval(tmp_path, encoder_weights):
+    weights, other_weights = encoder_weights
+    train_dir = tmp_path / "train"
+    common = [sys.executable]
+    subprocess.run(
+        [
+            *common,
+            "train.py",
+            "experiment=slotcontrast_synthetic",
+            *FEATURE_TINY,
+            f"model.encoder.weights={weights}",
+            f"hydra.run.dir={train_dir}",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    checkpoint = torch.load(train_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any(key.startswith("encoder.") for key in checkpoint["state_dict"])
+    assert ENCODER_FINGERPRINT in checkpoint
+    evaluated = subprocess.run(
+        [*common, "eval.py", f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'e'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    trained = json.loads((train_dir / "metrics.json").read_text())
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text()) == pytest.approx(trained)
+    mismatched = subprocess.run(
+        [
+            *common,
+            "eval.py",
+            f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}",
+            f"model.encoder.weights={other_weights}",
+            f"hydra.run.dir={tmp_path / 'm'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert mismatched.returncode != 0
+    assert "encoder weights" in mismatched.stderr and "differ" in mismatched.stderr

@@ -1,0 +1,263 @@
+"""YouTube-VIS 2019/2021: what the data module yields is what the fixture wrote; bad folders fail clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+from hydra.utils import instantiate
+from video_fixtures import FixtureVideo, YTVISFixture, write_ytvis
+
+from ocl.data.batch import IGNORE_ID, validate_batch
+from ocl.data.errors import DataError
+from ocl.data.transforms import VideoTransform
+from ocl.data.ytvis import YTVISDataModule
+
+NUM_VAL = 2
+"""Validation videos of the fixture: the last two of its four."""
+
+
+@pytest.fixture(params=[2019, 2021])
+def ytvis(request, tmp_path) -> YTVISFixture:
+    return write_ytvis(tmp_path / f"ytvis{request.param}", request.param)
+
+
+def make_module(fixture: YTVISFixture, **kwargs) -> YTVISDataModule:
+    options = {"num_val_videos": NUM_VAL, "train_clip_length": 2, "batch_size": 2, "val_batch_size": 1, **kwargs}
+    return YTVISDataModule(str(fixture.root), fixture.version, **options)
+
+
+def expected(video: FixtureVideo, frame_indices: np.ndarray, transform: VideoTransform, rng=None):
+    """The written arrays of the given frames through ``transform``: ``[T, 3, h, w]``, ``[T, h, w]``."""
+    return transform(video.frames[frame_indices], video.masks[frame_indices], rng)
+
+
+def load_everything(module: YTVISDataModule) -> None:
+    """Open the train and val splits and read every item of both."""
+    module.setup()
+    for dataset in (module.train_set, module.val_set):
+        for index in range(len(dataset)):
+            dataset[index]
+
+
+def assert_train_samples_match(module: YTVISDataModule, videos: list[FixtureVideo], transform: VideoTransform):
+    """Random clips (``sample(i, rng)``) equal ``transform`` of the written frames the clip names."""
+    dataset = module.train_set
+    assert [dataset.source.video_id(i) for i in range(len(dataset))] == [v.name for v in videos]
+    for index, video in enumerate(videos):
+        for seed in range(3):
+            item = dataset.sample(index, np.random.default_rng(seed))
+            frame_indices = item["meta"]["frame_indices"].numpy()
+            rng = np.random.default_rng(seed)
+            assert np.array_equal(dataset.clip_frames(index, rng), frame_indices)  # same draws as sample's
+            frames, masks = expected(video, frame_indices, transform, rng)
+            assert item["meta"]["video_id"] == video.name
+            assert len(frame_indices) == 2 and frame_indices[1] == frame_indices[0] + 1
+            torch.testing.assert_close(item["video"], frames, rtol=0, atol=0)
+            assert torch.equal(item["masks"], masks)
+
+
+def assert_val_batches_match(module: YTVISDataModule, videos: list[FixtureVideo], transform: VideoTransform):
+    """Whole-video batches of one video equal ``transform`` of everything written; they pass the contract."""
+    batches = list(module.val_dataloader())
+    assert len(batches) == len(videos)
+    for batch, video in zip(batches, videos):
+        validate_batch(batch)
+        frames, masks = expected(video, np.arange(len(video.frames)), transform)
+        assert batch["meta"]["video_id"] == [video.name]
+        assert torch.equal(batch["meta"]["frame_indices"], torch.arange(len(video.frames))[None])
+        torch.testing.assert_close(batch["video"][0], frames, rtol=0, atol=0)
+        assert torch.equal(batch["masks"][0], masks)
+
+
+def test_raw_frames_and_ids_equal_what_was_written(ytvis):
+    module = make_module(ytvis)
+    module.setup("fit")
+    raw = VideoTransform(mode="none")
+    assert_train_samples_match(module, ytvis.videos[:-NUM_VAL], raw)
+    assert_val_batches_match(module, ytvis.videos[-NUM_VAL:], raw)
+    item = module.val_set[0]
+    assert torch.equal(item["video"], torch.from_numpy(ytvis.videos[2].frames).permute(0, 3, 1, 2).float() / 255)
+
+
+@pytest.mark.parametrize("mode,size", [("short_side_crop", 16), ("resize", 20)])
+def test_both_protocols_equal_the_transform_of_the_written_arrays(ytvis, mode, size):
+    train_transform = VideoTransform(size=size, mode=mode, crop="random", horizontal_flip=True)
+    eval_transform = VideoTransform(size=size, mode=mode, crop="center")
+    module = make_module(ytvis, train_transform=train_transform, eval_transform=eval_transform)
+    module.setup("fit")
+    assert_train_samples_match(module, ytvis.videos[:-NUM_VAL], train_transform)
+    assert_val_batches_match(module, ytvis.videos[-NUM_VAL:], eval_transform)
+    assert module.val_set[0]["video"].shape == (5, 3, size, size)
+
+
+def test_ids_follow_annotation_order_and_overlaps_are_ignored(ytvis):
+    module = make_module(ytvis, num_val_videos=3)
+    module.setup("fit")
+    _, masks = module.train_set.source.read(0, np.arange(4))  # v0: compressed RLE object 1, uncompressed RLE
+    masks = torch.from_numpy(masks)  # object 2, null in frame 2
+    overlap = (masks == IGNORE_ID).nonzero()
+    assert len(overlap) > 0 and set(masks.unique().tolist()) == {IGNORE_ID, 0, 1, 2}
+    assert 2 not in masks[2] and IGNORE_ID not in masks[2]  # absent in frame 2: no id, no overlap
+    val = [module.val_set[i]["masks"] for i in range(3)]
+    assert set(val[0].unique().tolist()) == {0, 1, 2}  # v1: polygon object 1, mixed object 2 (interleaved in JSON)
+    assert 2 not in val[0][0]
+    assert val[1].unique().tolist() == [0]  # v2: no annotations at all
+    assert set(val[2].unique().tolist()) == {0, 1}
+
+
+def test_splits_are_the_last_videos_of_the_json(ytvis):
+    names = [video.name for video in ytvis.videos]
+    for num_val in (1, 3):
+        module = make_module(ytvis, num_val_videos=num_val)
+        module.setup()
+        assert [module.train_set.source.video_id(i) for i in range(len(module.train_set))] == names[:-num_val]
+        assert [module.val_set.source.video_id(i) for i in range(len(module.val_set))] == names[-num_val:]
+        assert module.test_set is None
+
+
+def test_there_is_no_test_split(ytvis):
+    with pytest.raises(DataError, match="no test split with public labels"):
+        make_module(ytvis).setup("test")
+
+
+@pytest.mark.parametrize("num_val", [4, 10])
+def test_too_many_validation_videos(ytvis, num_val):
+    with pytest.raises(DataError, match=f"num_val_videos={num_val} .* has 4 videos"):
+        make_module(ytvis, num_val_videos=num_val).setup()
+
+
+def test_bad_arguments_fail_at_construction(ytvis):
+    with pytest.raises(ValueError, match="unknown YouTube-VIS version"):
+        YTVISDataModule(str(ytvis.root), version=2020)
+    with pytest.raises(ValueError, match="num_val_videos"):
+        YTVISDataModule(str(ytvis.root), version=ytvis.version, num_val_videos=0)
+
+
+def test_annotation_file_option(ytvis):
+    moved = ytvis.root / "annotations" / "elsewhere.json"
+    moved.parent.mkdir()
+    ytvis.json_path.rename(moved)
+    module = make_module(ytvis, annotation_file="annotations/elsewhere.json")
+    module.setup()
+    assert len(module.train_set) == 2
+
+
+def test_config_composes_and_yields_the_vit16_protocol(ytvis, tmp_path):
+    cfg = compose_config(
+        [
+            f"data=ytvis{ytvis.version}",
+            f"data.root={ytvis.root}",
+            f"data.num_val_videos={NUM_VAL}",
+            "data.num_workers=0",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    assert cfg.data.eval_clip_length is None and cfg.data.val_batch_size == 1
+    module = instantiate(cfg.data)
+    assert isinstance(module, YTVISDataModule) and module.version == ytvis.version
+    module.setup("fit")
+    batch = next(iter(module.val_dataloader()))
+    validate_batch(batch)
+    assert batch["video"].shape == (1, 5, 3, 224, 224)
+    assert module.train_set.sample(0, np.random.default_rng(0))["video"].shape == (4, 3, 224, 224)
+
+
+# ---- bad input: a DataError naming the file, at setup or at the first item that reads it ----
+
+
+def test_missing_root_says_where_and_how_to_get_the_data(tmp_path):
+    module = YTVISDataModule(str(tmp_path / "nowhere"), version=2021)
+    with pytest.raises(DataError, match="youtube-vos.org") as info:
+        module.setup()
+    assert str(tmp_path / "nowhere") in str(info.value)
+
+
+def test_missing_json(ytvis):
+    ytvis.json_path.unlink()
+    with pytest.raises(DataError, match="annotation file .* does not exist") as info:
+        make_module(ytvis).setup()
+    assert str(ytvis.json_path) in str(info.value)
+
+
+def test_corrupt_json(ytvis):
+    ytvis.json_path.write_text('{"videos": [')
+    with pytest.raises(DataError, match="not a readable JSON"):
+        make_module(ytvis).setup()
+
+
+def test_annotation_with_unknown_video_id(ytvis):
+    ytvis.edit_json(lambda data: data["annotations"][1].update(video_id=99))
+    with pytest.raises(DataError, match=r"annotations\[1\] refers to video_id 99"):
+        make_module(ytvis).setup()
+
+
+def test_length_disagrees_with_file_names(ytvis):
+    ytvis.edit_json(lambda data: data["videos"][1].update(length=4))
+    with pytest.raises(DataError, match=r"videos\[1\] has length 4 but 3 file_names"):
+        make_module(ytvis).setup()
+
+
+def test_missing_jpeg(ytvis):
+    ytvis.jpeg(3, 1).unlink()
+    with pytest.raises(DataError, match="found 2 JPEGs") as info:
+        make_module(ytvis).setup()
+    assert str(ytvis.jpeg(3, 1)) in str(info.value)
+
+
+def test_missing_video_folder(ytvis):
+    for t in range(3):
+        ytvis.jpeg(1, t).unlink()
+    ytvis.jpeg(1, 0).parent.rmdir()
+    with pytest.raises(DataError, match="1b2c3d4e5f.*missing"):
+        make_module(ytvis).setup()
+
+
+def test_mask_count_disagrees_with_frames(ytvis):
+    ytvis.edit_json(lambda data: data["annotations"][4]["segmentations"].pop())
+    with pytest.raises(DataError, match="has 2 segmentations but video 3d4e5f6a7b .* has 3 frames"):
+        make_module(ytvis).setup()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_jpeg(ytvis, damage):
+    path = ytvis.jpeg(0, 1)
+    data = path.read_bytes()
+    path.write_bytes(b"not a jpeg" if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(DataError, match="cannot read image") as info:
+        load_everything(make_module(ytvis))
+    assert str(path) in str(info.value)
+
+
+def test_jpeg_size_differs_from_json(ytvis):
+    ytvis.edit_json(lambda data: data["videos"][3].update(height=20))
+    with pytest.raises(DataError, match="is 24x32 .* says video 3d4e5f6a7b is 20x32") as info:
+        load_everything(make_module(ytvis))
+    assert str(ytvis.jpeg(3, 0)) in str(info.value)
+
+
+@pytest.mark.parametrize("annotation", [0, 2])  # compressed, uncompressed RLE
+def test_mask_size_differs_from_frame(ytvis, annotation):
+    ytvis.edit_json(lambda data: data["annotations"][annotation]["segmentations"][1].update(size=[24, 31]))
+    with pytest.raises(
+        DataError, match=r"frame 1 .*mask size \[24, 31\] differs from the frame size \[24, 32\]"
+    ) as info:
+        load_everything(make_module(ytvis))
+    assert str(ytvis.json_path) in str(info.value) and "0a1b2c3d4e" in str(info.value)
+
+
+def test_malformed_segmentation(ytvis):
+    ytvis.edit_json(lambda data: data["annotations"][1]["segmentations"].__setitem__(0, 7))
+    with pytest.raises(DataError, match="expected an RLE dict, a polygon list or null, got int"):
+        load_everything(make_module(ytvis))
+
+
+def test_train_loader_without_trainer_yields_valid_batches(ytvis):
+    module = make_module(ytvis, train_transform=VideoTransform(16, "short_side_crop", "random"))
+    module.setup("fit")
+    batches = list(module.train_dataloader())
+    assert len(batches) == 1
+    validate_batch(batches[0])
+    assert batches[0]["video"].shape == (2, 2, 3, 16, 16)
+    assert sorted(batches[0]["meta"]["video_id"]) == [video.name for video in ytvis.videos[:-NUM_VAL]]
