@@ -110,3 +110,18 @@ def test_whole_videos_of_different_lengths_in_one_batch_are_a_clear_error(num_wo
     module.val_set = ClipDataset(ArraySource([5, 3]))
     with pytest.raises(DataError, match=r"data\.val_batch_size=1"):
         next(iter(module.val_dataloader()))
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(36, 64, 16), (10, 14, 23)])
+def test_resize_matches_float_bilinear_and_nearest_exact_labels(height, width, size):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    masks = rng.integers(-1, 5, (2, height, width)).astype(np.int16)
+    video, labels = VideoTransform(size=size, mode="resize")(frames, masks)
+    as_float = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    reference = torch.nn.functional.interpolate(as_float, size=(size, size), mode="bilinear", antialias=True)
+    assert (video - reference).abs().max() <= 1 / 255 + 1e-6  # uint8 rounding
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(masks)[:, None].float(), size=(size, size), mode="nearest-exact"
+    )[:, 0]
+    assert labels.dtype == torch.int64 and torch.equal(labels, expected.long())

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from conftest import compose_config
 from hydra.utils import instantiate
 from PIL import Image
-from video_fixtures import DavisFixture, FixtureVideo, write_davis, write_palette_png
+from video_fixtures import (
+    DavisFixture,
+    assert_train_samples_match,
+    assert_whole_video_batches_match,
+    write_davis,
+    write_palette_png,
+)
 
 from ocl.data.batch import IGNORE_ID, validate_batch
 from ocl.data.davis import DavisDataModule, DavisSource
@@ -34,34 +39,6 @@ def load_everything(module: DavisDataModule) -> None:
             dataset[index]
 
 
-def assert_train_samples_match(module: DavisDataModule, videos: list[FixtureVideo], transform: VideoTransform):
-    """Random clips (``sample(i, rng)``) equal ``transform`` of the written frames the clip names."""
-    dataset = module.train_set
-    for index, video in enumerate(videos):
-        for seed in range(3):
-            item = dataset.sample(index, np.random.default_rng(seed))
-            frame_indices = item["meta"]["frame_indices"].numpy()
-            rng = np.random.default_rng(seed)
-            assert np.array_equal(dataset.clip_frames(index, rng), frame_indices)  # same draws as sample's
-            frames, masks = transform(video.frames[frame_indices], video.masks[frame_indices], rng)
-            assert item["meta"]["video_id"] == video.name
-            torch.testing.assert_close(item["video"], frames, rtol=0, atol=0)
-            assert torch.equal(item["masks"], masks)
-
-
-def assert_batches_match(loader, videos: list[FixtureVideo], transform: VideoTransform):
-    """Whole-video batches of one video equal ``transform`` of everything written; they pass the contract."""
-    batches = list(loader)
-    assert len(batches) == len(videos)
-    for batch, video in zip(batches, videos):
-        validate_batch(batch)
-        frames, masks = transform(video.frames, video.masks, None)
-        assert batch["meta"]["video_id"] == [video.name]
-        assert torch.equal(batch["meta"]["frame_indices"], torch.arange(len(video.frames))[None])
-        torch.testing.assert_close(batch["video"][0], frames, rtol=0, atol=0)
-        assert torch.equal(batch["masks"][0], masks)
-
-
 @pytest.mark.parametrize(
     "train_transform,eval_transform",
     [
@@ -74,9 +51,9 @@ def assert_batches_match(loader, videos: list[FixtureVideo], transform: VideoTra
 def test_every_split_equals_the_transform_of_the_written_arrays(davis, train_transform, eval_transform):
     module = make_module(davis, train_transform=train_transform, eval_transform=eval_transform)
     module.setup()
-    assert_train_samples_match(module, davis.splits["train"], train_transform)
-    assert_batches_match(module.val_dataloader(), davis.splits["val"], eval_transform)
-    assert_batches_match(module.test_dataloader(), davis.splits["val"], eval_transform)  # test = val
+    assert_train_samples_match(module.train_set, davis.splits["train"], train_transform)
+    assert_whole_video_batches_match(module.val_dataloader(), davis.splits["val"], eval_transform)
+    assert_whole_video_batches_match(module.test_dataloader(), davis.splits["val"], eval_transform)  # test = val
 
 
 def test_ids_and_void(davis):

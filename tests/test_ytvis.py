@@ -7,7 +7,12 @@ import pytest
 import torch
 from conftest import compose_config
 from hydra.utils import instantiate
-from video_fixtures import FixtureVideo, YTVISFixture, write_ytvis
+from video_fixtures import (
+    YTVISFixture,
+    assert_train_samples_match,
+    assert_whole_video_batches_match,
+    write_ytvis,
+)
 
 from ocl.data.batch import IGNORE_ID, validate_batch
 from ocl.data.errors import DataError
@@ -28,11 +33,6 @@ def make_module(fixture: YTVISFixture, **kwargs) -> YTVISDataModule:
     return YTVISDataModule(str(fixture.root), fixture.version, **options)
 
 
-def expected(video: FixtureVideo, frame_indices: np.ndarray, transform: VideoTransform, rng=None):
-    """The written arrays of the given frames through ``transform``: ``[T, 3, h, w]``, ``[T, h, w]``."""
-    return transform(video.frames[frame_indices], video.masks[frame_indices], rng)
-
-
 def load_everything(module: YTVISDataModule) -> None:
     """Open the train and val splits and read every item of both."""
     module.setup()
@@ -41,42 +41,12 @@ def load_everything(module: YTVISDataModule) -> None:
             dataset[index]
 
 
-def assert_train_samples_match(module: YTVISDataModule, videos: list[FixtureVideo], transform: VideoTransform):
-    """Random clips (``sample(i, rng)``) equal ``transform`` of the written frames the clip names."""
-    dataset = module.train_set
-    assert [dataset.source.video_id(i) for i in range(len(dataset))] == [v.name for v in videos]
-    for index, video in enumerate(videos):
-        for seed in range(3):
-            item = dataset.sample(index, np.random.default_rng(seed))
-            frame_indices = item["meta"]["frame_indices"].numpy()
-            rng = np.random.default_rng(seed)
-            assert np.array_equal(dataset.clip_frames(index, rng), frame_indices)  # same draws as sample's
-            frames, masks = expected(video, frame_indices, transform, rng)
-            assert item["meta"]["video_id"] == video.name
-            assert len(frame_indices) == 2 and frame_indices[1] == frame_indices[0] + 1
-            torch.testing.assert_close(item["video"], frames, rtol=0, atol=0)
-            assert torch.equal(item["masks"], masks)
-
-
-def assert_val_batches_match(module: YTVISDataModule, videos: list[FixtureVideo], transform: VideoTransform):
-    """Whole-video batches of one video equal ``transform`` of everything written; they pass the contract."""
-    batches = list(module.val_dataloader())
-    assert len(batches) == len(videos)
-    for batch, video in zip(batches, videos):
-        validate_batch(batch)
-        frames, masks = expected(video, np.arange(len(video.frames)), transform)
-        assert batch["meta"]["video_id"] == [video.name]
-        assert torch.equal(batch["meta"]["frame_indices"], torch.arange(len(video.frames))[None])
-        torch.testing.assert_close(batch["video"][0], frames, rtol=0, atol=0)
-        assert torch.equal(batch["masks"][0], masks)
-
-
 def test_raw_frames_and_ids_equal_what_was_written(ytvis):
     module = make_module(ytvis)
     module.setup("fit")
     raw = VideoTransform(mode="none")
-    assert_train_samples_match(module, ytvis.videos[:-NUM_VAL], raw)
-    assert_val_batches_match(module, ytvis.videos[-NUM_VAL:], raw)
+    assert_train_samples_match(module.train_set, ytvis.videos[:-NUM_VAL], raw)
+    assert_whole_video_batches_match(module.val_dataloader(), ytvis.videos[-NUM_VAL:], raw)
     item = module.val_set[0]
     assert torch.equal(item["video"], torch.from_numpy(ytvis.videos[2].frames).permute(0, 3, 1, 2).float() / 255)
 
@@ -87,8 +57,8 @@ def test_both_protocols_equal_the_transform_of_the_written_arrays(ytvis, mode, s
     eval_transform = VideoTransform(size=size, mode=mode, crop="center")
     module = make_module(ytvis, train_transform=train_transform, eval_transform=eval_transform)
     module.setup("fit")
-    assert_train_samples_match(module, ytvis.videos[:-NUM_VAL], train_transform)
-    assert_val_batches_match(module, ytvis.videos[-NUM_VAL:], eval_transform)
+    assert_train_samples_match(module.train_set, ytvis.videos[:-NUM_VAL], train_transform)
+    assert_whole_video_batches_match(module.val_dataloader(), ytvis.videos[-NUM_VAL:], eval_transform)
     assert module.val_set[0]["video"].shape == (5, 3, size, size)
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ocl.data.batch import IGNORE_ID
+from ocl.data.batch import IGNORE_ID, validate_batch
 
 
 @dataclass
@@ -249,3 +250,32 @@ def write_mp4(
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
+
+
+def assert_train_samples_match(dataset, videos: list[FixtureVideo], transform) -> None:
+    """Random clips (``dataset.sample(i, rng)``) equal ``transform`` of the written frames the clip names."""
+    assert [dataset.source.video_id(i) for i in range(len(dataset))] == [v.name for v in videos]
+    for index, video in enumerate(videos):
+        for seed in range(3):
+            item = dataset.sample(index, np.random.default_rng(seed))
+            frame_indices = item["meta"]["frame_indices"].numpy()
+            rng = np.random.default_rng(seed)
+            assert np.array_equal(dataset.clip_frames(index, rng), frame_indices)  # same draws as sample's
+            frames, masks = transform(video.frames[frame_indices], video.masks[frame_indices], rng)
+            assert item["meta"]["video_id"] == video.name
+            assert len(frame_indices) == dataset.clip_length and np.all(np.diff(frame_indices) == 1)
+            torch.testing.assert_close(item["video"], frames, rtol=0, atol=0)
+            assert torch.equal(item["masks"], masks)
+
+
+def assert_whole_video_batches_match(loader, videos: list[FixtureVideo], transform) -> None:
+    """Whole-video batches of one video equal ``transform`` of everything written; they pass the contract."""
+    batches = list(loader)
+    assert len(batches) == len(videos)
+    for batch, video in zip(batches, videos, strict=True):
+        validate_batch(batch)
+        frames, masks = transform(video.frames, video.masks, None)
+        assert batch["meta"]["video_id"] == [video.name]
+        assert torch.equal(batch["meta"]["frame_indices"], torch.arange(len(video.frames))[None])
+        torch.testing.assert_close(batch["video"][0], frames, rtol=0, atol=0)
+        assert torch.equal(batch["masks"][0], masks)
