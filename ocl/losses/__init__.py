@@ -4,5 +4,6 @@ from ocl.losses.base import LossTerm
 from ocl.losses.contrastive import SlotSlotContrastive
 from ocl.losses.reconstruction import ReconstructionMSE
 from ocl.losses.similarity import TemporalFeatureSimilarity
+from ocl.losses.ssim3d import StructureSSIM3D
 
-__all__ = ["LossTerm", "ReconstructionMSE", "SlotSlotContrastive", "TemporalFeatureSimilarity"]
+__all__ = ["LossTerm", "ReconstructionMSE", "SlotSlotContrastive", "StructureSSIM3D", "TemporalFeatureSimilarity"]

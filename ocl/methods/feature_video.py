@@ -63,6 +63,8 @@ class FeatureVideoMethod(ObjectCentricMethod):
         reconstruct_features: decode the encoder's block features (MSE target).
         predict_similarity: decode ``N`` logits per patch over the next frame's patches
             (VideoSAUR's temporal similarity loss).
+        cyclic_inference: evaluate with the processor's cyclic inference (see
+            :class:`~ocl.modules.video.VideoSlotProcessor`); training is unaffected.
         **kwargs: :class:`ObjectCentricMethod` arguments (losses, optimizer, scheduler, eval_seed).
     """
 
@@ -74,6 +76,7 @@ class FeatureVideoMethod(ObjectCentricMethod):
         token_dim: int,
         reconstruct_features: bool = True,
         predict_similarity: bool = False,
+        cyclic_inference: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -82,6 +85,7 @@ class FeatureVideoMethod(ObjectCentricMethod):
         self.encoder = encoder
         self.token_mlp = TokenMLP(encoder.embed_dim, token_dim)
         self.processor = processor
+        self.processor.cyclic_inference = cyclic_inference
         self.num_tokens = encoder.num_tokens()
         self.reconstruct_features = reconstruct_features
         self.predict_similarity = predict_similarity

@@ -29,6 +29,8 @@ class SAVi(ObjectCentricMethod):
         encoder: frames ``[B*T, 3, H, W]`` -> tokens ``[B*T, N, D]``.
         processor: tokens ``[B, T, N, D]`` -> slots ``[B, T, K, d]`` and attention.
         decoder: slots ``[B*T, K, d]`` -> reconstruction ``[B*T, 3, h, w]`` and masks ``[B*T, K, h, w]``.
+        cyclic_inference: evaluate with the processor's cyclic inference (see
+            :class:`~ocl.modules.video.VideoSlotProcessor`); training is unaffected.
         **kwargs: :class:`ObjectCentricMethod` arguments (losses, optimizer, scheduler).
     """
 
@@ -37,11 +39,13 @@ class SAVi(ObjectCentricMethod):
         encoder: nn.Module,
         processor: VideoSlotProcessor,
         decoder: SpatialBroadcastDecoder,
+        cyclic_inference: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.encoder = encoder
         self.processor = processor
+        self.processor.cyclic_inference = cyclic_inference
         self.decoder = decoder
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -17,6 +19,10 @@ class VideoSlotProcessor(nn.Module):
         predictor: ``[B, K, d] -> [B, K, d]``; ``None`` carries the slots over unchanged
             (Slot Attention on images is the ``T = 1`` case).
         first_frame_iterations: corrector iterations on frame 0 (``None``: the corrector's default).
+        cyclic_inference: in evaluation (not training), SlotCurri's cyclic inference: after the
+            forward pass, run the corrector and predictor backward from the last frame's
+            prediction over frames ``T-2 .. 0``; frame ``T-1`` keeps its forward output, every
+            other frame takes its backward output. Needs a predictor.
     """
 
     def __init__(
@@ -25,22 +31,39 @@ class VideoSlotProcessor(nn.Module):
         corrector: SlotAttention,
         predictor: nn.Module | None = None,
         first_frame_iterations: int | None = None,
+        cyclic_inference: bool = False,
     ) -> None:
         super().__init__()
+        if cyclic_inference and predictor is None:
+            raise ValueError("cyclic_inference needs a predictor (it starts from the last frame's prediction)")
         self.initialiser = initialiser
         self.corrector = corrector
         self.predictor = predictor
         self.first_frame_iterations = first_frame_iterations
+        self.cyclic_inference = cyclic_inference
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``features [B, T, N, D]`` -> (slots ``[B, T, K, d]``, attention ``[B, T, K, N]``)."""
-        slots = self.initialiser(features.shape[0])
+        frames = range(features.shape[1])
+        slots, attention = self._run(self.initialiser(features.shape[0]), features, frames)
+        if self.cyclic_inference and not self.training and len(frames) > 1:
+            backward = list(reversed(frames))[1:]
+            back_slots, back_attention = self._run(self.predictor(slots[:, -1]), features, backward, first=False)
+            slots = torch.cat([back_slots.flip(1), slots[:, -1:]], dim=1)
+            attention = torch.cat([back_attention.flip(1), attention[:, -1:]], dim=1)
+        return slots, attention
+
+    def _run(
+        self, slots: torch.Tensor, features: torch.Tensor, frames: Sequence[int], first: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correct then predict over ``frames`` in the given order, from initial ``slots [B, K, d]``;
+        ``first``: the first of them gets ``first_frame_iterations``. -> ``[B, len(frames), K, d]``, ``[..., N]``."""
         all_slots, all_attention = [], []
-        for t in range(features.shape[1]):
-            iterations = self.first_frame_iterations if t == 0 else None
+        for step, t in enumerate(frames):
+            iterations = self.first_frame_iterations if first and step == 0 else None
             slots, attention = self.corrector(slots, features[:, t], num_iterations=iterations)
             all_slots.append(slots)
             all_attention.append(attention)
-            if self.predictor is not None and t + 1 < features.shape[1]:
+            if self.predictor is not None and step + 1 < len(frames):
                 slots = self.predictor(slots)
         return torch.stack(all_slots, dim=1), torch.stack(all_attention, dim=1)
