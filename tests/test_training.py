@@ -48,14 +48,19 @@ def test_seed_makes_runs_reproducible(tmp_path):
     assert a != c
 
 
-def test_resume_from_mid_run_checkpoint_reproduces_next_losses(tmp_path):
-    common = ["trainer.max_steps=8", "trainer.val_check_interval=3", "callbacks.checkpoint.every_n_train_steps=4"]
+@pytest.mark.parametrize(("period", "validate_every"), [(4, 3), (3, 8)])
+def test_resume_from_mid_run_checkpoint_reproduces_next_losses(tmp_path, period, validate_every):
+    common = [
+        "trainer.max_steps=8",
+        f"trainer.val_check_interval={validate_every}",
+        f"callbacks.checkpoint.every_n_train_steps={period}",
+    ]
     run_training(tmp_path / "full", common)
-    checkpoint = tmp_path / "full" / "checkpoints" / "step0000004.ckpt"
+    checkpoint = tmp_path / "full" / "checkpoints" / f"step{period:07d}.ckpt"
     assert checkpoint.is_file()
     run_training(tmp_path / "resumed", [*common, f"ckpt_path={checkpoint}"])
     full, resumed = logged_losses(tmp_path / "full"), logged_losses(tmp_path / "resumed")
-    assert sorted(resumed) == [4, 5, 6, 7]
+    assert sorted(resumed) == list(range(period, 8))
     assert {step: full[step] for step in resumed} == resumed
 
 

@@ -143,7 +143,14 @@ class VideoDataModule(lightning.LightningDataModule):
             start = trainer.global_step * per_step
             remaining = (trainer.max_steps * per_step - start) // world_size
             sampler = ResumableRandomSampler(
-                len(dataset), remaining, self.seed, start, trainer.global_rank, world_size, with_positions=draws
+                len(dataset),
+                remaining,
+                self.seed,
+                start,
+                trainer.global_rank,
+                world_size,
+                with_positions=draws,
+                consumed=start // world_size,
             )
         return self._loader(dataset, self.batch_size, sampler)
 

@@ -26,6 +26,11 @@ class ResumableRandomSampler(Sampler):
         seed: seed of the stream.
         start: position in the global stream (all ranks together) to start from.
         rank: this process's rank; ``world_size``: number of ranks.
+        consumed: indices this rank already read earlier in the run (before ``start``). They
+            are not yielded again but count in ``len()``: Lightning restores the batch index of
+            a resumed epoch and ends the epoch at ``len(loader)`` batches, so the loader must
+            report the length of the whole run, or a resumed run would start a new epoch early
+            and read the first batches again.
         with_positions: yield ``(index, position)`` pairs, ``position`` being the index's place
             in the global stream, so a dataset can seed its random draws (clip start, crop) with
             it (see :class:`ocl.data.clips.SeededDraws`).
@@ -40,6 +45,7 @@ class ResumableRandomSampler(Sampler):
         rank: int = 0,
         world_size: int = 1,
         with_positions: bool = False,
+        consumed: int = 0,
     ) -> None:
         if dataset_size <= 0:
             raise ValueError("cannot sample from an empty dataset")
@@ -50,6 +56,7 @@ class ResumableRandomSampler(Sampler):
         self.rank = rank
         self.world_size = world_size
         self.with_positions = with_positions
+        self.consumed = consumed
 
     def _permutation(self, cycle: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + cycle)
@@ -67,4 +74,4 @@ class ResumableRandomSampler(Sampler):
             position += self.world_size
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.consumed + self.num_samples

@@ -67,7 +67,9 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
         total = sum(self.losses[name].weight * value for name, value in terms.items())
         return total, terms
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """-> ``{"loss": total, "output": ModelOutput (detached)}``; callbacks (e.g. the slot
+        curriculum) read the output in ``on_train_batch_end``."""
         output = self(batch)
         total, terms = self.compute_losses(output, batch)
         if not torch.isfinite(total):
@@ -81,7 +83,7 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         for name, value in terms.items():
             self.log(f"train/loss/{name}", value, batch_size=batch_size)
-        return total
+        return {"loss": total, "output": output.detach()}
 
     def _evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any]:
         with seeded(self.eval_seed + batch_idx):

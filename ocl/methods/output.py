@@ -6,7 +6,7 @@ method gets every metric for free.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -33,3 +33,10 @@ class ModelOutput:
     target: torch.Tensor | None = None
     attention: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def detach(self) -> ModelOutput:
+        """A copy whose tensors carry no autograd graph (to keep after the backward pass)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+        values["extras"] = {k: v.detach() for k, v in self.extras.items()}
+        return ModelOutput(**values)
