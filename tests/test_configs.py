@@ -77,7 +77,7 @@ def test_real_data_experiment_runs_on_published_format_fixtures(experiment, data
             f"experiment={experiment}",
             *offline_overrides(experiment),
             f"paths.data_root={data_root}",
-            f"model.encoder.image_size={2 * patch}",
+            f"model.encoder.image_size={3 * patch}",  # a 3 x 3 token grid: the 3-D SSIM window
             "model.decoder.hidden_dims=[16]",
             "data.batch_size=2",
             "data.val_batch_size=1",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, TINY, compose_config
 
-from conftest import TINY, compose_config
 from ocl.callbacks.curriculum import allocate_children, noise_scales, split_slots
 from ocl.cli import build_model, train
 
@@ -104,3 +106,39 @@ def test_a_method_without_learned_slots_is_refused(tmp_path):
     cfg = compose_config([*TINY, *CURRICULUM[2:], f"paths.output_dir={tmp_path}"])
     with pytest.raises(TypeError, match="LearnedInit"):
         train(cfg)
+
+
+def test_equal_stages_skip_a_growth_and_defaults_follow_max_steps(tmp_path):
+    overrides = [*TINY, *CURRICULUM[:3], "+callbacks.curriculum.stages=[2,2,4]", "trainer.max_steps=12"]
+    overrides += ["trainer.val_check_interval=12", f"paths.output_dir={tmp_path}"]
+    train(compose_config(overrides))  # default growth steps [12 // 10, 12 // 4] = [1, 3]
+    active = active_slots_per_step(tmp_path)
+    assert [active[step] for step in (0, 1, 2, 3, 11)] == [2, 2, 2, 4, 4]
+
+
+def test_two_process_ddp_run_ends_with_identical_slots_on_both_ranks(tmp_path):
+    """Real DDP: two CPU processes (gloo) launched by Lightning from train.py."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *TINY,
+            *CURRICULUM,
+            "data.train_frames=3",
+            "data.batch_size=2",
+            "+trainer.strategy=ddp",
+            "trainer.devices=2",
+            "trainer.accelerator=cpu",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "MEMBER: 2/2" in output
+    assert output.count("initial slots identical on 2 ranks") == 2  # checked by all_gather on each rank
+    assert output.count("step 3: 1 -> 2 active slots") == 2 and output.count("step 5: 2 -> 4 active slots") == 2

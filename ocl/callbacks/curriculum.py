@@ -17,6 +17,7 @@ resumed between the measurement and the split splits exactly as an uninterrupted
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -122,6 +123,7 @@ class SlotCurriculum(pl.Callback):
 
     Args:
         stages: active slot counts, ending at the initialiser's ``N``; ``None``: ``[2, N//2, N]``.
+            Equal neighbours are allowed (no growth at that step, e.g. ``[2, 2, 5]`` for N = 5).
         growth_steps: the optimiser steps at which each next stage starts (one fewer than
             ``stages``); ``None``: ``[max_steps//10, max_steps//4]``.
         noise_scale: the 0.2 of the split rule.
@@ -163,11 +165,14 @@ class SlotCurriculum(pl.Callback):
             return
         total = self.initialiser(pl_module).num_slots
         self.stages = self.requested_stages or [2, total // 2, total]
+        if self.stages[-1] != total or self.stages[0] < 1 or any(a > b for a, b in itertools.pairwise(self.stages)):
+            raise ValueError(f"curriculum stages {self.stages} must not decrease, from >= 1 to the {total} slots")
+        if trainer.fast_dev_run:  # one batch: nothing to grow
+            self.growth_steps = []
+            return
         self.growth_steps = self.requested_growth_steps or [trainer.max_steps // 10, trainer.max_steps // 4]
-        if self.stages[-1] != total or any(a >= b for a, b in zip(self.stages, self.stages[1:])) or self.stages[0] < 1:
-            raise ValueError(f"curriculum stages {self.stages} must increase from >= 1 to the {total} slots")
         if len(self.growth_steps) != len(self.stages) - 1 or any(
-            a >= b for a, b in zip([0, *self.growth_steps], self.growth_steps)
+            a >= b for a, b in itertools.pairwise([0, *self.growth_steps])
         ):
             raise ValueError(f"growth steps {self.growth_steps} must be {len(self.stages) - 1} increasing steps > 0")
 
@@ -184,7 +189,11 @@ class SlotCurriculum(pl.Callback):
     ) -> None:
         initialiser = self.initialiser(pl_module)
         pl_module.log("curriculum/active_slots", float(initialiser.num_active), batch_size=1)
-        if trainer.global_step in self.growth_steps and self.pending_errors is None:
+        if (
+            trainer.global_step in self.growth_steps
+            and self.pending_errors is None
+            and self._next_stage(trainer) > int(initialiser.num_active)
+        ):
             sums, count = per_slot_error_sums(outputs["output"])
             sums, count = (
                 trainer.strategy.reduce(sums, reduce_op="sum"),
@@ -192,10 +201,14 @@ class SlotCurriculum(pl.Callback):
             )
             self.pending_errors = (sums / count).cpu()
 
+    def _next_stage(self, trainer: pl.Trainer) -> int:
+        """The active slot count from growth step ``trainer.global_step`` on."""
+        return self.stages[self.growth_steps.index(trainer.global_step) + 1]
+
     def _grow(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         initialiser = self.initialiser(pl_module)
         growth = self.growth_steps.index(trainer.global_step)
-        num_active, target = int(initialiser.num_active), self.stages[growth + 1]
+        num_active, target = int(initialiser.num_active), self._next_stage(trainer)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + growth)
         with torch.no_grad():
             slots = initialiser.slots.detach().cpu().double()
@@ -222,6 +235,15 @@ class SlotCurriculum(pl.Callback):
                 children,
             )
         log.info("step %d: %d -> %d active slots", trainer.global_step, num_active, target)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Check that every DDP rank ends with the same initial slots (raise if not)."""
+        if trainer.world_size == 1:
+            return
+        slots = trainer.strategy.all_gather(self.initialiser(pl_module).slots.detach())  # [world, N, d]
+        if not all(torch.equal(slots[0], other) for other in slots[1:]):
+            raise RuntimeError("the learned initial slots differ between DDP ranks after the curriculum")
+        log.info("initial slots identical on %d ranks", trainer.world_size)
 
     def state_dict(self) -> dict[str, Any]:
         return {"pending_errors": self.pending_errors, "history": [asdict(split) for split in self.history]}
