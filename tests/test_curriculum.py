@@ -5,14 +5,17 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import REPO, TINY, compose_config
+from hydra.utils import instantiate
 
 from ocl.callbacks.curriculum import allocate_children, noise_scales, split_slots
 from ocl.cli import build_model, train
+from ocl.modules.initialisers import LearnedInit
 
 CURRICULUM = [
     "model.processor.initialiser._target_=ocl.modules.initialisers.LearnedInit",
@@ -142,3 +145,27 @@ def test_two_process_ddp_run_ends_with_identical_slots_on_both_ranks(tmp_path):
     assert "MEMBER: 2/2" in output
     assert output.count("initial slots identical on 2 ranks") == 2  # checked by all_gather on each rank
     assert output.count("step 3: 1 -> 2 active slots") == 2 and output.count("step 5: 2 -> 4 active slots") == 2
+
+
+@pytest.mark.parametrize(
+    ("experiment", "stages", "growth_steps", "batch"),
+    [
+        ("slotcurri_movi", [2, 5, 11], [10_000, 25_000], 128),
+        ("slotcurri_movi_e", [2, 7, 15], [30_000, 75_000], 128),
+        ("slotcurri_ytvis", [2, 3, 7], [10_000, 25_000], 64),
+    ],
+)
+def test_slotcurri_experiments_carry_the_published_recipe(tmp_path, experiment, stages, growth_steps, batch):
+    cfg = compose_config([f"experiment={experiment}", "model.encoder.weights=random", f"paths.output_dir={tmp_path}"])
+    assert {name: term.weight for name, term in cfg.loss.items()} == {"mse": 1.0, "ssim3d": 0.05, "contrastive": 0.5}
+    assert (cfg.model.optimizer.lr, cfg.model.scheduler.warmup_steps, cfg.model.scheduler.decay_rate) == (
+        8e-4,
+        2500,
+        0.5,
+    )
+    assert (cfg.trainer.gradient_clip_val, cfg.data.batch_size, cfg.data.train_clip_length) == (0.05, batch, 4)
+    curriculum = instantiate(cfg.callbacks.curriculum)
+    trainer = SimpleNamespace(max_steps=cfg.trainer.max_steps, fast_dev_run=False)
+    module = SimpleNamespace(processor=SimpleNamespace(initialiser=LearnedInit(stages[-1], 4)))
+    curriculum.setup(trainer, module, "fit")
+    assert (curriculum.stages, curriculum.growth_steps) == (stages, growth_steps)

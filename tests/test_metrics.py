@@ -82,6 +82,23 @@ def ref_miou(pred: torch.Tensor, true: torch.Tensor, num_pred: int, video: bool)
     return np.array(scores), np.array(scored)
 
 
+def ref_slots_per_object(
+    pred: torch.Tensor, true: torch.Tensor, num_pred: int, video: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: mean over objects of the slots holding >= 5% of the object's (non-ignored) pixels."""
+    scores, scored = [], []
+    for p, t in zip(_samples(pred, video), _samples(true, video), strict=True):
+        p, t = np.asarray(p).ravel(), np.asarray(t).ravel()
+        objects = [m for m in np.unique(t) if m > 0]
+        counts = [
+            sum((p[t == m] == k).sum() >= 0.05 * (t == m).sum() and (p[t == m] == k).any() for k in range(num_pred))
+            for m in objects
+        ]
+        scored.append(bool(objects))
+        scores.append(float(np.mean(counts)) if objects else 0.0)
+    return np.array(scores), np.array(scored)
+
+
 def random_labels(b: int, t: int, h: int, w: int, num_objects: int, seed: int, ignore: float = 0.1) -> torch.Tensor:
     """Random labels with background, ``num_objects`` ids and a fraction of ignored pixels."""
     g = torch.Generator().manual_seed(seed)
@@ -320,6 +337,7 @@ def test_callback_logs_val_and_test_metrics() -> None:
         "frame_fg_ari": ref_fg_ari(pred, true, False),
         "mbo": ref_mbo(pred, true, 4, True),
         "miou": ref_miou(pred, true, 4, True),
+        "slots_per_object": ref_slots_per_object(pred, true, 4, True),
     }
     for stage, logged in (("val", val), ("test", test)):
         assert len(logged) == 2 * len(expected)
@@ -331,3 +349,21 @@ def test_callback_logs_val_and_test_metrics() -> None:
 
     callback.on_validation_batch_end(trainer, model, None, {"video": batches[0]["video"]}, 0)  # no labels: skipped
     assert not callback.stage_metrics["val"]["mbo"].update_called
+
+
+def test_slots_per_object_counts_slots_owning_five_percent_of_an_object():
+    from ocl.metrics.classes import ObjectFragmentation
+    from ocl.metrics.overlap import fragmentation_from_contingency
+
+    # one sample, 3 slots, background + 2 objects: object 1 split 60/38/2 (2 owners), object 2 whole (1 owner)
+    table = torch.tensor([[[10.0, 60.0, 0.0], [5.0, 38.0, 0.0], [0.0, 2.0, 50.0]]], dtype=torch.float64)
+    scores, scored = fragmentation_from_contingency(table)
+    assert scores.tolist() == [1.5] and scored.tolist() == [True]
+    assert fragmentation_from_contingency(table, min_share=0.01)[0].tolist() == [2.0]
+    empty = torch.tensor([[[10.0, 0.0], [5.0, 0.0]]], dtype=torch.float64)
+    assert fragmentation_from_contingency(empty)[1].tolist() == [False]
+    labels = torch.tensor([[[[1, 1], [2, 2]]]])  # [B, T, H, W]
+    one_slot_per_object = torch.nn.functional.one_hot(labels, 3).permute(0, 1, 4, 2, 3).float()
+    metric = ObjectFragmentation()
+    metric.update(one_slot_per_object, labels)
+    assert metric.compute().item() == 1.0 and not metric.higher_is_better

@@ -16,19 +16,28 @@ from torchmetrics import Metric
 
 from ocl.data.batch import MASKS
 from ocl.methods.output import ModelOutput
-from ocl.metrics.classes import FrameFGARI, MeanBestOverlap, MeanIoU, SegmentationMetric, VideoFGARI
+from ocl.metrics.classes import (
+    FrameFGARI,
+    MeanBestOverlap,
+    MeanIoU,
+    ObjectFragmentation,
+    SegmentationMetric,
+    VideoFGARI,
+)
 from ocl.metrics.protocol import segmentation_contingency
 
 STAGES = ("val", "test")
 
 
 def default_metrics() -> dict[str, Metric]:
-    """The metrics logged when none are configured: video/frame FG-ARI, mBO and mIoU (video mode)."""
+    """The metrics logged when none are configured: video/frame FG-ARI, mBO, mIoU and slots per
+    object (video mode)."""
     return {
         "video_fg_ari": VideoFGARI(),
         "frame_fg_ari": FrameFGARI(),
         "mbo": MeanBestOverlap(),
         "miou": MeanIoU(),
+        "slots_per_object": ObjectFragmentation(),
     }
 
 

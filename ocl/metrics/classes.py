@@ -19,7 +19,7 @@ import torch
 from torchmetrics import Metric
 
 from ocl.metrics.ari import fg_ari_from_contingency
-from ocl.metrics.overlap import mbo_from_contingency, miou_from_contingency
+from ocl.metrics.overlap import fragmentation_from_contingency, mbo_from_contingency, miou_from_contingency
 from ocl.metrics.protocol import sample_tables, segmentation_contingency
 
 
@@ -105,3 +105,17 @@ class MeanIoU(SegmentationMetric):
 
     def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return miou_from_contingency(table)
+
+
+class ObjectFragmentation(SegmentationMetric):
+    """Slots per object: how many slots own >= ``min_share`` of an object's pixels (lower is
+    better; 1 = no splitting), spatio-temporal by default (SlotCurri's over-fragmentation)."""
+
+    higher_is_better = False
+
+    def __init__(self, min_share: float = 0.05, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_share = min_share
+
+    def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return fragmentation_from_contingency(table, self.min_share)

@@ -50,6 +50,16 @@ def mbo_from_contingency(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return _mean_over_objects(iou.amax(dim=1), present)
 
 
+def fragmentation_from_contingency(table: torch.Tensor, min_share: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Over-fragmentation of every sample from ``table [S, P, M + 1]``: the mean over present
+    objects of the number of slots that each own at least ``min_share`` of the object's pixels
+    (1 = every object in one slot; higher = objects split). -> ``(scores float64 [S], scored bool [S])``."""
+    objects = table[..., 1:]  # [S, P, M]
+    area = objects.sum(dim=1)  # [S, M]
+    owners = (objects >= min_share * area.unsqueeze(1)) & (objects > 0)
+    return _mean_over_objects(owners.sum(dim=1).to(torch.float64), area > 0)
+
+
 def miou_from_contingency(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Hungarian mIoU of every sample from ``table [S, P, M + 1]``: ``(scores [S], scored [S])``.
 
