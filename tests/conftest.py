@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,10 @@ def compose_config(overrides: list[str], name: str = "train") -> DictConfig:
 @pytest.fixture
 def tiny_overrides(tmp_path: Path) -> list[str]:
     return [*TINY, f"paths.output_dir={tmp_path}"]
+
+
+def run_cli(script: str, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python <script> <args>`` in the repository, capturing text output (never raises on failure)."""
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )

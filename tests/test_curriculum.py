@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, TINY, compose_config
+from conftest import TINY, compose_config, run_cli
 from hydra.utils import instantiate
 
 from ocl.callbacks.curriculum import allocate_children, noise_scales, split_slots
@@ -121,10 +119,9 @@ def test_equal_stages_skip_a_growth_and_defaults_follow_max_steps(tmp_path):
 
 def test_two_process_ddp_run_ends_with_identical_slots_on_both_ranks(tmp_path):
     """Real DDP: two CPU processes (gloo) launched by Lightning from train.py."""
-    result = subprocess.run(
+    result = run_cli(
+        "train.py",
         [
-            sys.executable,
-            "train.py",
             *TINY,
             *CURRICULUM,
             "data.train_frames=3",
@@ -134,11 +131,6 @@ def test_two_process_ddp_run_ends_with_identical_slots_on_both_ranks(tmp_path):
             "trainer.accelerator=cpu",
             f"hydra.run.dir={tmp_path}",
         ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from conftest import REPO, TINY, compose_config
-from ocl.cli import train
+from conftest import TINY, compose_config, run_cli
 from video_fixtures import block_frames, write_davis, write_mp4
+
+from ocl.cli import train
 
 MODEL_TINY = [o for o in TINY if not o.startswith("data.")]
 """The tiny SAVi of conftest.TINY without its synthetic-data sizes."""
-
-
-def run_cli(script: str, args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 def test_eval_runs_a_trained_model_on_a_users_mp4(tmp_path):

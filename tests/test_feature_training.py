@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import timm
 import torch
-from conftest import REPO, compose_config
+from conftest import compose_config, run_cli
 
 from ocl.cli import train
 from ocl.methods.feature_video import ENCODER_FINGERPRINT
@@ -68,46 +66,24 @@ def test_synthetic_variant_trains_and_validates(tmp_path, experiment):
 def test_pretrained_encoder_is_left_out_of_checkpoints_and_checked_on_eval(tmp_path, encoder_weights):
     weights, other_weights = encoder_weights
     train_dir = tmp_path / "train"
-    common = [sys.executable]
-    subprocess.run(
+    trained_run = run_cli(
+        "train.py",
         [
-            *common,
-            "train.py",
             "experiment=slotcontrast_synthetic",
             *FEATURE_TINY,
             f"model.encoder.weights={weights}",
             f"hydra.run.dir={train_dir}",
         ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=300,
     )
+    assert trained_run.returncode == 0, trained_run.stderr[-3000:]
     checkpoint = torch.load(train_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert not any(key.startswith("encoder.") for key in checkpoint["state_dict"])
     assert ENCODER_FINGERPRINT in checkpoint
-    evaluated = subprocess.run(
-        [*common, "eval.py", f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'e'}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    last = f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}"
+    evaluated = run_cli("eval.py", [last, f"hydra.run.dir={tmp_path / 'e'}"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     trained = json.loads((train_dir / "metrics.json").read_text())
     assert json.loads((tmp_path / "e" / "metrics.json").read_text()) == pytest.approx(trained)
-    mismatched = subprocess.run(
-        [
-            *common,
-            "eval.py",
-            f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}",
-            f"model.encoder.weights={other_weights}",
-            f"hydra.run.dir={tmp_path / 'm'}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    mismatched = run_cli("eval.py", [last, f"model.encoder.weights={other_weights}", f"hydra.run.dir={tmp_path / 'm'}"])
     assert mismatched.returncode != 0
     assert "encoder weights" in mismatched.stderr and "differ" in mismatched.stderr

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from conftest import REPO
+from conftest import run_cli
 
 
 def test_bench_data_quick_prints_every_data_module_and_the_decoder_comparison(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_data.py", "--quick", "--workdir", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_cli("scripts/bench_data.py", ["--quick", "--workdir", str(tmp_path)])
     assert result.returncode == 0, result.stderr[-3000:]
     for module in ("synthetic", "movi_c", "ytvis2021", "davis2017", "video_files"):
         assert f"| {module} |" in result.stdout
