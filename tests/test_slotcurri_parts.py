@@ -74,9 +74,11 @@ def test_structure_loss_reads_pixel_reconstructions_too():
 
 def make_processor(cyclic: bool) -> VideoSlotProcessor:
     torch.manual_seed(0)
-    return VideoSlotProcessor(
-        LearnedInit(3, 8), SlotAttention(6, 8, num_iterations=1), TransformerPredictor(8, 2), 2, cyclic_inference=cyclic
+    processor = VideoSlotProcessor(
+        LearnedInit(3, 8), SlotAttention(6, 8, num_iterations=1), TransformerPredictor(8, 2), 2
     )
+    processor.cyclic_inference = cyclic
+    return processor
 
 
 def test_cyclic_inference_takes_frames_before_the_last_from_the_backward_pass():
@@ -110,4 +112,4 @@ def test_cyclic_inference_is_a_model_switch_and_needs_a_predictor(tmp_path):
     cfg = compose_config(["model.cyclic_inference=true", f"paths.output_dir={tmp_path}"])
     assert build_model(cfg).processor.cyclic_inference
     with pytest.raises(ValueError, match="predictor"):
-        VideoSlotProcessor(LearnedInit(2, 4), SlotAttention(4, 4), None, cyclic_inference=True)
+        VideoSlotProcessor(LearnedInit(2, 4), SlotAttention(4, 4), None).cyclic_inference = True

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+import safetensors.torch
 import timm
 import torch
 from hydra.utils import instantiate
@@ -31,8 +32,7 @@ def tiny_timm(image_size: int = 32, **kwargs) -> nn.Module:
 def save(state: dict[str, torch.Tensor], path: Path) -> Path:
     """Write ``state`` with safetensors for a ``.safetensors`` path, else with torch.save."""
     if path.suffix == ".safetensors":
-        safetensors_torch = pytest.importorskip("safetensors.torch")
-        safetensors_torch.save_file({key: value.contiguous() for key, value in state.items()}, str(path))
+        safetensors.torch.save_file({key: value.contiguous() for key, value in state.items()}, str(path))
     else:
         torch.save(state, path)
     return path

@@ -178,7 +178,7 @@ class SlotCurriculum(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_step == 0:  # a fresh run; a resumed one restored num_active from its checkpoint
-            self.initialiser(pl_module).num_active.fill_(self.stages[0])
+            self.initialiser(pl_module).num_active = self.stages[0]
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
         if self.pending_errors is not None:
@@ -192,7 +192,7 @@ class SlotCurriculum(pl.Callback):
         if (
             trainer.global_step in self.growth_steps
             and self.pending_errors is None
-            and self._next_stage(trainer) > int(initialiser.num_active)
+            and self._next_stage(trainer) > initialiser.num_active
         ):
             sums, count = per_slot_error_sums(outputs["output"])
             sums, count = (
@@ -208,7 +208,7 @@ class SlotCurriculum(pl.Callback):
     def _grow(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         initialiser = self.initialiser(pl_module)
         growth = self.growth_steps.index(trainer.global_step)
-        num_active, target = int(initialiser.num_active), self._next_stage(trainer)
+        num_active, target = initialiser.num_active, self._next_stage(trainer)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + growth)
         with torch.no_grad():
             slots = initialiser.slots.detach().cpu().double()
@@ -223,7 +223,7 @@ class SlotCurriculum(pl.Callback):
             )
             grown = trainer.strategy.broadcast(slots.to(initialiser.slots), src=0)
             initialiser.slots.copy_(grown)
-            initialiser.num_active.fill_(target)
+        initialiser.num_active = target
         self.pending_errors = None
         for parent, children, share in splits:
             self.history.append(Split(trainer.global_step, parent, children, share))

@@ -7,6 +7,7 @@ contract of :mod:`ocl.data.batch`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,7 @@ class SyntheticDataModule(VideoDataModule):
         self.test_set = dataset("test", test_size, num_frames=val_frames)
 
 
-class StoredVideoDataModule(VideoDataModule):
+class StoredVideoDataModule(VideoDataModule, ABC):
     """Base of the modules of datasets read from disk: one :class:`~ocl.data.clips.VideoSource` per split.
 
     Training items are random ``train_clip_length``-frame clips with ``train_transform``;
@@ -255,9 +256,9 @@ class StoredVideoDataModule(VideoDataModule):
         self.eval_transform = eval_transform
         self.frame_stride = frame_stride
 
+    @abstractmethod
     def open_source(self, split: str) -> VideoSource:
         """The videos of ``split`` (``train``, ``val`` or ``test``); raise DataError if unreadable."""
-        raise NotImplementedError
 
     def splits_for(self, stage: str | None) -> tuple[str, ...]:
         """Splits a Lightning ``stage`` needs."""

@@ -32,7 +32,7 @@ from ocl.data.batch import IGNORE_ID
 from ocl.data.clips import VideoSource
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
-from ocl.data.ytvis import read_rgb
+from ocl.data.images import read_rgb
 from ocl.metrics.jandf import JAndF
 
 RESOLUTIONS = ("480p", "Full-Resolution")

@@ -37,13 +37,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from ocl.data.batch import IGNORE_ID
 from ocl.data.clips import VideoSource
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
+from ocl.data.images import read_rgb
 
 ANNOTATION_FILES = {2019: "train.json", 2021: "train/instances.json"}
 """Train JSON of each version, relative to the dataset root."""
@@ -141,15 +141,6 @@ def load_ytvis_annotations(json_path: Path) -> list[YTVISVideo]:
             )
         tracks[video_id].append(tuple(segmentations))
     return [replace(video, tracks=tuple(tracks[video.json_id])) for video in videos]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """The image at ``path`` as uint8 ``[H, W, 3]``; DataError naming it if it is missing or corrupt."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"cannot read image {path}: {error}; re-extract it from the dataset download") from error
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int, where: str) -> np.ndarray:

@@ -11,23 +11,28 @@ from torch import nn
 class LearnedInit(nn.Module):
     """Learned fixed slots: one parameter ``[K, d]`` initialised ``randn * d**-0.5``.
 
-    ``num_active`` (a buffer, so it is saved in checkpoints) limits training to the first rows
-    (a slot curriculum grows it, :class:`~ocl.callbacks.curriculum.SlotCurriculum`); evaluation
-    always uses all ``K`` slots.
+    ``num_active`` limits training to the first rows (a slot curriculum grows it,
+    :class:`~ocl.callbacks.curriculum.SlotCurriculum`); evaluation always uses all ``K`` slots.
+    It is a Python int (no device sync in ``forward``) saved in checkpoints as the module's
+    extra state.
     """
-
-    num_active: torch.Tensor
 
     def __init__(self, num_slots: int, dim: int) -> None:
         super().__init__()
         self.slots = nn.Parameter(torch.randn(num_slots, dim) * dim**-0.5)
         self.num_slots = num_slots
-        self.register_buffer("num_active", torch.tensor(num_slots))
+        self.num_active = num_slots
 
     def forward(self, batch_size: int) -> torch.Tensor:
         """-> ``[B, K_active, d]`` in training, ``[B, K, d]`` in evaluation."""
-        slots = self.slots[: int(self.num_active)] if self.training else self.slots
+        slots = self.slots[: self.num_active] if self.training else self.slots
         return slots.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"num_active": self.num_active}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.num_active = int(state["num_active"])
 
 
 class GaussianInit(nn.Module):

@@ -19,10 +19,12 @@ class VideoSlotProcessor(nn.Module):
         predictor: ``[B, K, d] -> [B, K, d]``; ``None`` carries the slots over unchanged
             (Slot Attention on images is the ``T = 1`` case).
         first_frame_iterations: corrector iterations on frame 0 (``None``: the corrector's default).
-        cyclic_inference: in evaluation (not training), SlotCurri's cyclic inference: after the
-            forward pass, run the corrector and predictor backward from the last frame's
-            prediction over frames ``T-2 .. 0``; frame ``T-1`` keeps its forward output, every
-            other frame takes its backward output. Needs a predictor.
+
+    ``cyclic_inference`` (set by the method from ``model.cyclic_inference``, off by default): in
+    evaluation (not training), SlotCurri's cyclic inference: after the forward pass, run the
+    corrector and predictor backward from the last frame's prediction over frames ``T-2 .. 0``;
+    frame ``T-1`` keeps its forward output, every other frame takes its backward output. Needs
+    a predictor.
     """
 
     def __init__(
@@ -31,16 +33,23 @@ class VideoSlotProcessor(nn.Module):
         corrector: SlotAttention,
         predictor: nn.Module | None = None,
         first_frame_iterations: int | None = None,
-        cyclic_inference: bool = False,
     ) -> None:
         super().__init__()
-        if cyclic_inference and predictor is None:
-            raise ValueError("cyclic_inference needs a predictor (it starts from the last frame's prediction)")
         self.initialiser = initialiser
         self.corrector = corrector
         self.predictor = predictor
         self.first_frame_iterations = first_frame_iterations
-        self.cyclic_inference = cyclic_inference
+        self._cyclic_inference = False
+
+    @property
+    def cyclic_inference(self) -> bool:
+        return self._cyclic_inference
+
+    @cyclic_inference.setter
+    def cyclic_inference(self, enabled: bool) -> None:
+        if enabled and self.predictor is None:
+            raise ValueError("cyclic_inference needs a predictor (it starts from the last frame's prediction)")
+        self._cyclic_inference = enabled
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``features [B, T, N, D]`` -> (slots ``[B, T, K, d]``, attention ``[B, T, K, N]``)."""
