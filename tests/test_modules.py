@@ -22,7 +22,7 @@ def test_cnn_encoder_token_grid_follows_strides():
 def test_slot_attention_competes_over_slots_and_returns_last_attention():
     torch.manual_seed(0)
     attention_module = SlotAttention(input_dim=16, slot_dim=8, num_iterations=2, mlp_hidden_dim=16)
-    slots, attention = attention_module(torch.randn(2, 4, 8), torch.randn(2, 10, 16))
+    slots, attention, _ = attention_module(torch.randn(2, 4, 8), torch.randn(2, 10, 16))
     assert slots.shape == (2, 4, 8) and attention.shape == (2, 4, 10)
     torch.testing.assert_close(attention.sum(dim=1), torch.ones(2, 10))
 
@@ -31,9 +31,9 @@ def test_slot_attention_iteration_count_is_respected():
     torch.manual_seed(0)
     module = SlotAttention(input_dim=4, slot_dim=4, num_iterations=1)
     slots0, inputs = torch.randn(1, 3, 4), torch.randn(1, 5, 4)
-    once, _ = module(slots0, inputs)
-    twice, _ = module(slots0, inputs, num_iterations=2)
-    again, _ = module(once, inputs, num_iterations=1)
+    once = module(slots0, inputs).slots
+    twice = module(slots0, inputs, num_iterations=2).slots
+    again = module(once, inputs, num_iterations=1).slots
     torch.testing.assert_close(twice, again)
     assert not torch.allclose(once, twice)
 
@@ -90,10 +90,10 @@ def test_video_processor_uses_predictor_between_frames():
     corrector = SlotAttention(input_dim=6, slot_dim=8, num_iterations=1)
     features = torch.randn(2, 3, 10, 6)
     processor = VideoSlotProcessor(LearnedInit(4, 8), corrector, TransformerPredictor(8, 2), first_frame_iterations=2)
-    slots, attention = processor(features)
+    slots, attention, _ = processor(features)
     assert slots.shape == (2, 3, 4, 8) and attention.shape == (2, 3, 4, 10)
     without_predictor = VideoSlotProcessor(processor.initialiser, corrector, None, first_frame_iterations=2)
-    plain_slots, _ = without_predictor(features)
+    plain_slots = without_predictor(features).slots
     torch.testing.assert_close(slots[:, 0], plain_slots[:, 0])
     assert not torch.allclose(slots[:, 1], plain_slots[:, 1])
 
@@ -103,6 +103,13 @@ def test_schedule_warms_up_then_decays_to_half():
     assert schedule(0) == pytest.approx(0.1 * 0.5 ** (0 / 100))
     assert schedule(9) == pytest.approx(0.5 ** (9 / 100))
     assert schedule(100) == pytest.approx(0.5)
+
+
+def test_staircase_schedule_halves_every_fifth_of_the_run():
+    """SLASH: 2% warm-up, lr halved every 20% of 1000 steps."""
+    schedule = WarmupExponentialDecay(warmup_steps=20, decay_steps=200, decay_rate=0.5, staircase=True)
+    assert schedule(9) == pytest.approx(0.5) and schedule(19) == 1.0
+    assert [schedule(step) for step in (199, 200, 399, 400, 999)] == [1.0, 0.5, 0.5, 0.25, 0.0625]
 
 
 def test_resumable_sampler_continues_the_same_stream():
@@ -117,3 +124,44 @@ def test_resumable_sampler_shards_across_ranks():
     single = list(ResumableRandomSampler(dataset_size=10, num_samples=12, seed=0, start=4))
     ranks = [list(ResumableRandomSampler(10, 6, seed=0, start=4, rank=r, world_size=2)) for r in range(2)]
     assert ranks[0] == single[0::2] and ranks[1] == single[1::2]
+
+
+def test_residual_update_adds_the_attention_weighted_values():
+    torch.manual_seed(0)
+    module = SlotAttention(input_dim=4, slot_dim=4, num_iterations=1, update="residual")
+    assert module.gru is None
+    slots, inputs = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    updated, attention, _ = module(slots, inputs)
+    weights = (attention + module.eps) / (attention + module.eps).sum(dim=-1, keepdim=True)
+    torch.testing.assert_close(updated, slots + weights @ module.to_v(module.norm_inputs(inputs)))
+
+
+def test_input_weights_keep_slots_off_excluded_inputs():
+    torch.manual_seed(0)
+    module = SlotAttention(input_dim=4, slot_dim=4, num_iterations=2)
+    slots, inputs = torch.randn(1, 2, 4), torch.randn(1, 6, 4)
+    area = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
+    changed = inputs.clone()
+    changed[:, 3:] = torch.randn(1, 3, 4) * 10
+    restricted, attention, _ = module(slots, inputs, input_weights=area)
+    again, _, _ = module(slots, changed, input_weights=area)
+    torch.testing.assert_close(restricted, again, atol=1e-5, rtol=1e-5)  # excluded inputs do not matter
+    assert attention[..., 3:].abs().max() == 0
+
+
+def test_straight_through_sends_the_last_iteration_gradient_to_the_initial_slots():
+    torch.manual_seed(0)
+    inputs = torch.randn(1, 5, 4)
+    plain = SlotAttention(input_dim=4, slot_dim=4, num_iterations=3)
+    straight = SlotAttention(input_dim=4, slot_dim=4, num_iterations=3, straight_through=True)
+    straight.load_state_dict(plain.state_dict())
+    init = torch.randn(1, 2, 4, requires_grad=True)
+    torch.testing.assert_close(straight(init, inputs).slots, plain(init, inputs).slots)  # same values
+    last_only = SlotAttention(input_dim=4, slot_dim=4, num_iterations=1)
+    last_only.load_state_dict(plain.state_dict())
+    (grad_straight,) = torch.autograd.grad(straight(init, inputs).slots.sum(), init)
+    before_last = plain(init, inputs, num_iterations=2).slots.detach().requires_grad_()
+    (grad_last,) = torch.autograd.grad(last_only(before_last, inputs).slots.sum(), before_last)
+    torch.testing.assert_close(grad_straight, grad_last)  # only the last iteration's Jacobian, at its input
+    with pytest.raises(ValueError, match="update"):
+        SlotAttention(input_dim=4, slot_dim=4, update="lstm")

@@ -84,18 +84,18 @@ def make_processor(cyclic: bool) -> VideoSlotProcessor:
 def test_cyclic_inference_takes_frames_before_the_last_from_the_backward_pass():
     features = torch.randn(2, 4, 5, 6)
     processor = make_processor(cyclic=True).eval()
-    slots, attention = processor(features)
+    slots, attention, _ = processor(features)
     with torch.no_grad():
         state = processor.initialiser(2)
         forward = []
         for t in range(4):
-            state, attn = processor.corrector(state, features[:, t], num_iterations=2 if t == 0 else None)
+            state, attn, _ = processor.corrector(state, features[:, t], num_iterations=2 if t == 0 else None)
             forward.append((state, attn))
             state = processor.predictor(state)
         state = processor.predictor(forward[-1][0])
         backward = {}
         for t in (2, 1, 0):
-            state, attn = processor.corrector(state, features[:, t])
+            state, attn, _ = processor.corrector(state, features[:, t])
             backward[t] = (state, attn)
             state = processor.predictor(state)
     for t in range(3):

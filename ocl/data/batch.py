@@ -12,7 +12,11 @@ Every data module yields a ``dict`` with these keys, whatever the dataset:
 ``meta``
     ``{"video_id": list[str] (len B), "frame_indices": int64 [B, T]}``.
 
-Optional extras use the names in :data:`OPTIONAL_KEYS` so that losses and metrics find them.
+Optional extras use the names in :data:`OPTIONAL_KEYS` so that losses and metrics find them:
+
+``points`` (training only, with point labels, :mod:`ocl.data.points`)
+    float32 ``[B, T, M, 2]``: centre ``(y, x)`` of object ``m + 1`` in normalised coordinates
+    ``[-0.5, 0.5]``; NaN where the object is absent or the sample is unlabelled.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import torch
 VIDEO = "video"
 MASKS = "masks"
 META = "meta"
+POINTS = "points"
 IGNORE_ID = -1
 """Label value of pixels that are neither background nor an object and are never scored."""
 
-OPTIONAL_KEYS = ("points", "flow")
+OPTIONAL_KEYS = (POINTS, "flow")
 
 
 def validate_batch(batch: dict[str, Any]) -> None:

@@ -53,6 +53,8 @@ class ClipDataset(Dataset):
         clip_length: frames per item; ``None`` = whole videos (the evaluation protocol).
         transform: spatial transform (resize/crop) applied to frames and masks.
         frame_stride: step between the frames of a clip (1 = consecutive).
+        random_start: training clips start at a random frame; False: always at frame 0 (e.g.
+            SLASH's "first frame of each video" image datasets).
         chunked: items are all consecutive ``clip_length``-frame chunks of every video (the last
             one may be shorter), each its own sample with id ``<video id>@<first frame>``;
             for chunked evaluation. Training draws (:meth:`sample` with an ``rng``) are unaffected.
@@ -65,6 +67,7 @@ class ClipDataset(Dataset):
         transform: VideoTransform | None = None,
         frame_stride: int = 1,
         chunked: bool = False,
+        random_start: bool = True,
     ) -> None:
         if clip_length is not None and clip_length < 1:
             raise ValueError(f"clip_length must be >= 1 or None, got {clip_length}")
@@ -74,6 +77,7 @@ class ClipDataset(Dataset):
         self.clip_length = clip_length
         self.transform = transform or VideoTransform(mode="none")
         self.frame_stride = frame_stride
+        self.random_start = random_start
         self.chunks: list[tuple[int, int]] | None = None
         if chunked:
             if clip_length is None:
@@ -88,7 +92,7 @@ class ClipDataset(Dataset):
         return len(self.source) if self.chunks is None else len(self.chunks)
 
     def clip_frames(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
-        """Frame indices of the clip: the first frames for ``rng=None``, a random start otherwise.
+        """Frame indices of the clip: a random start with an ``rng`` (and ``random_start``), the first frames otherwise.
 
         Videos shorter than a clip repeat their last frame (the indices say so).
         """
@@ -96,7 +100,7 @@ class ClipDataset(Dataset):
         if self.clip_length is None:
             return np.arange(length)
         span = (self.clip_length - 1) * self.frame_stride + 1
-        start = int(rng.integers(max(1, length - span + 1))) if rng is not None else 0
+        start = int(rng.integers(max(1, length - span + 1))) if rng is not None and self.random_start else 0
         return np.minimum(start + np.arange(self.clip_length) * self.frame_stride, length - 1)
 
     def sample(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:

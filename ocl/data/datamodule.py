@@ -21,7 +21,8 @@ from torch.utils.data._utils.collate import collate, default_collate_fn_map
 from ocl.data.batch import META, VIDEO
 from ocl.data.clips import ClipDataset, SeededDraws, VideoSource
 from ocl.data.errors import DataError
-from ocl.data.sampling import ResumableRandomSampler
+from ocl.data.points import PointLabels, WithPointLabels
+from ocl.data.sampling import LabelledMixSampler, ResumableRandomSampler
 from ocl.data.synthetic import SyntheticVideoDataset, get_level
 from ocl.data.transforms import VideoTransform
 
@@ -70,6 +71,8 @@ class VideoDataModule(lightning.LightningDataModule):
         num_workers: loader worker processes (kept alive between epochs when > 0).
         seed: seed of the training order (see :class:`~ocl.data.sampling.ResumableRandomSampler`).
         pin_memory: pin batches in page-locked memory (faster copies to a GPU).
+        point_labels: weak point supervision of training items (SLASH; :mod:`ocl.data.points`),
+            or None.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class VideoDataModule(lightning.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         pin_memory: bool = False,
+        point_labels: PointLabels | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -92,6 +96,7 @@ class VideoDataModule(lightning.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.pin_memory = pin_memory
+        self.point_labels = point_labels
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -127,7 +132,9 @@ class VideoDataModule(lightning.LightningDataModule):
         the ``trainer.global_step`` steps already taken (non-zero when resuming) and is sharded
         across DDP ranks. Without a trainer (e.g. in a notebook) it covers one pass over the data.
         A dataset with random draws (a :class:`~ocl.data.clips.ClipDataset`: clip start, crop)
-        seeds them with the sample's stream position, so they resume exactly too.
+        seeds them with the sample's stream position, so they resume exactly too. With
+        ``point_labels`` the batches mix labelled and unlabelled items instead
+        (:class:`~ocl.data.sampling.LabelledMixSampler`, resumable and sharded the same way).
         """
         dataset = self._dataset(self.train_set, "train")
         draws = isinstance(dataset, ClipDataset)
@@ -135,25 +142,63 @@ class VideoDataModule(lightning.LightningDataModule):
             dataset = SeededDraws(dataset, self.seed)
         trainer = self.trainer
         if trainer is None:
-            sampler = ResumableRandomSampler(len(dataset), len(dataset), self.seed, with_positions=draws)
+            steps, rank, world_size, accumulate = None, 0, 1, 1
         else:
             if trainer.max_steps is None or trainer.max_steps < 0:
                 raise ValueError("ocl trains for a number of optimiser steps: set trainer.max_steps (> 0)")
-            world_size = trainer.world_size
-            per_step = self.batch_size * trainer.accumulate_grad_batches * world_size
-            start = trainer.global_step * per_step
-            remaining = (trainer.max_steps * per_step - start) // world_size
+            steps, rank, world_size = (trainer.global_step, trainer.max_steps), trainer.global_rank, trainer.world_size
+            accumulate = trainer.accumulate_grad_batches
+        if self.point_labels is not None:
+            return self._point_labelled_loader(dataset, draws, steps, rank, world_size, accumulate)
+        if steps is None:
+            sampler = ResumableRandomSampler(len(dataset), len(dataset), self.seed, with_positions=draws)
+        else:
+            per_step = self.batch_size * accumulate * world_size
+            start = steps[0] * per_step
+            remaining = (steps[1] * per_step - start) // world_size
             sampler = ResumableRandomSampler(
                 len(dataset),
                 remaining,
                 self.seed,
                 start,
-                trainer.global_rank,
+                rank,
                 world_size,
                 with_positions=draws,
                 consumed=start // world_size,
             )
         return self._loader(dataset, self.batch_size, sampler)
+
+    def _point_labelled_loader(
+        self,
+        dataset: Dataset,
+        draws: bool,
+        steps: tuple[int, int] | None,
+        rank: int,
+        world_size: int,
+        accumulate: int,
+    ) -> DataLoader:
+        """Training loader whose items carry ``points`` and whose batches mix labelled and
+        unlabelled items as ``point_labels`` says; ``steps = (taken, max)`` optimiser steps
+        (None: one pass over the data)."""
+        labels = self.point_labels
+        labelled, unlabelled = labels.split(len(dataset), self.seed)
+        if steps is None:
+            start_batch, num_batches = 0, -(-len(dataset) // self.batch_size)
+        else:
+            start_batch, num_batches = steps[0] * accumulate, (steps[1] - steps[0]) * accumulate
+        sampler = LabelledMixSampler(
+            labelled,
+            unlabelled,
+            self.batch_size,
+            labels.per_batch(self.batch_size),
+            num_batches,
+            self.seed,
+            start_batch,
+            rank,
+            world_size,
+            with_positions=draws,
+        )
+        return self._loader(WithPointLabels(dataset, labelled, labels.max_objects), self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in dataset order."""
@@ -181,8 +226,8 @@ class SyntheticDataModule(VideoDataModule):
         test_size: number of test videos (``val_frames`` long, a third disjoint seed stream).
         cache: keep generated videos in memory (per worker process; ~4 bytes per pixel and
             frame, e.g. 98 KB per 6-frame 64 x 64 video).
-        batch_size, val_batch_size, num_workers, seed, pin_memory: see :class:`VideoDataModule`;
-            ``seed`` also seeds the data.
+        batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels: see
+            :class:`VideoDataModule`; ``seed`` also seeds the data.
     """
 
     def __init__(
@@ -200,8 +245,9 @@ class SyntheticDataModule(VideoDataModule):
         seed: int = 0,
         cache: bool = True,
         pin_memory: bool = False,
+        point_labels: PointLabels | None = None,
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, seed, pin_memory)
+        super().__init__(batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels)
         # Videos are generated lazily, on first access, so the datasets are cheap to build here,
         # and bad arguments fail when the configuration is instantiated.
         dataset = partial(SyntheticVideoDataset, level=get_level(level), resolution=resolution, seed=seed, cache=cache)
@@ -227,7 +273,9 @@ class StoredVideoDataModule(VideoDataModule, ABC):
             instead of only the first clip.
         train_transform, eval_transform: :class:`~ocl.data.transforms.VideoTransform`.
         frame_stride: step between clip frames.
-        batch_size, val_batch_size, num_workers, seed, pin_memory: see :class:`VideoDataModule`.
+        train_random_start: training clips start at random frames; False: at frame 0 (with
+            ``train_clip_length=1`` the dataset's first frames as images, SLASH's MOVi setting).
+        batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels: see :class:`VideoDataModule`.
     """
 
     def __init__(
@@ -244,8 +292,10 @@ class StoredVideoDataModule(VideoDataModule, ABC):
         seed: int = 0,
         pin_memory: bool = False,
         eval_chunked: bool = False,
+        train_random_start: bool = True,
+        point_labels: PointLabels | None = None,
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, seed, pin_memory)
+        super().__init__(batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels)
         self.root = Path(root).expanduser()
         self.train_clip_length = train_clip_length
         if eval_chunked and eval_clip_length is None:
@@ -255,6 +305,7 @@ class StoredVideoDataModule(VideoDataModule, ABC):
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.frame_stride = frame_stride
+        self.train_random_start = train_random_start
 
     @abstractmethod
     def open_source(self, split: str) -> VideoSource:
@@ -270,7 +321,11 @@ class StoredVideoDataModule(VideoDataModule, ABC):
                 continue
             if split == "train":
                 dataset = ClipDataset(
-                    self.open_source(split), self.train_clip_length, self.train_transform, self.frame_stride
+                    self.open_source(split),
+                    self.train_clip_length,
+                    self.train_transform,
+                    self.frame_stride,
+                    random_start=self.train_random_start,
                 )
             else:
                 dataset = ClipDataset(

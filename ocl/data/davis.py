@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torchmetrics import Metric
 
 from ocl.data.batch import IGNORE_ID
 from ocl.data.clips import VideoSource
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
-from ocl.data.images import read_rgb
+from ocl.data.images import read_palette_indices, read_rgb
 from ocl.metrics.jandf import JAndF
 
 RESOLUTIONS = ("480p", "Full-Resolution")
@@ -48,16 +47,7 @@ DOWNLOAD_HELP = (
 
 def read_annotation(path: Path) -> np.ndarray:
     """int16 ids ``[H, W]`` of a DAVIS palette PNG (void 255 -> IGNORE_ID); DataError naming a bad file."""
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L"):
-                raise DataError(
-                    f"{path} is a mode {image.mode!r} image; DAVIS annotations are palette ('P') PNGs whose "
-                    f"pixel values are object ids"
-                )
-            values = np.asarray(image)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"cannot read annotation {path}: {error}; re-extract it from the dataset download") from error
+    values = read_palette_indices(path, "DAVIS annotations")
     labels = values.astype(np.int16)
     labels[values == VOID] = IGNORE_ID
     return labels

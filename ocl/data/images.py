@@ -1,4 +1,4 @@
-"""Reading image files of the datasets stored as frames (YouTube-VIS, DAVIS)."""
+"""Reading image files of the datasets stored as frames or images (YouTube-VIS, DAVIS, CLEVRTex)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,18 @@ def read_rgb(path: Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read image {path}: {error}; re-extract it from the dataset download") from error
+
+
+def read_palette_indices(path: Path, what: str) -> np.ndarray:
+    """The pixel values (palette indices = object ids) of the palette PNG at ``path``, uint8 ``[H, W]``;
+    DataError naming it if it is missing, corrupt or not a palette image (``what``: e.g. "DAVIS annotations")."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise DataError(
+                    f"{path} is a mode {image.mode!r} image; {what} are palette ('P') PNGs whose pixel values "
+                    "are object ids"
+                )
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read {path}: {error}; re-extract it from the dataset download") from error

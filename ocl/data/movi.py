@@ -41,7 +41,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -50,6 +50,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from ocl.data.clips import VideoSource
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
+from ocl.data.files import load_converted_manifest, read_manifest, write_atomically
 from ocl.data.tfrecord import Record, iter_records, parse_example
 
 VARIANTS = ("movi_c", "movi_d", "movi_e")
@@ -205,23 +206,8 @@ def _decode_frames(
 # --------------------------------------------------------------------------- conversion
 
 
-def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(stream)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as stream:
-        write(stream)
-    os.replace(temporary, path)
-
-
 def _write_video(path: Path, video: np.ndarray, segmentations: np.ndarray) -> None:
-    _write_atomically(path, lambda stream: np.savez_compressed(stream, video=video, segmentations=segmentations))
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: unreadable manifest ({error})") from error
+    write_atomically(path, lambda stream: np.savez_compressed(stream, video=video, segmentations=segmentations))
 
 
 def convert_movi(
@@ -280,7 +266,7 @@ def _convert_split(
     """Convert one split's ``shards`` into ``split_dir``; return its number of videos."""
     manifest_path = split_dir / MANIFEST
     if manifest_path.is_file():
-        manifest = _read_json(manifest_path)
+        manifest = read_manifest(manifest_path)
         found = (manifest.get("variant"), manifest.get("resolution")) if isinstance(manifest, dict) else None
         if found is not None and found != (variant, resolution):
             raise DataError(
@@ -320,7 +306,7 @@ def _convert_split(
         "source_shards": [shard.name for shard in shards],
         "videos": videos,
     }
-    _write_atomically(manifest_path, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
+    write_atomically(manifest_path, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
     return len(videos)
 
 
@@ -332,15 +318,7 @@ def load_manifest(split_dir: Path, variant: str | None = None) -> dict[str, Any]
     path = split_dir / MANIFEST
     command = conversion_command(variant or "<variant>", split_dir.parent, [split_dir.name])
     rerun = f"re-run the converter with the same arguments to finish it (it resumes), e.g. `{command}`"
-    if not path.is_file():
-        raise DataError(f"{split_dir} is half-converted: no {MANIFEST}; {rerun}")
-    manifest = _read_json(path)
-    if (
-        not isinstance(manifest, dict)
-        or manifest.get("format") != FORMAT
-        or not isinstance(manifest.get("videos"), list)
-    ):
-        raise DataError(f"{path}: not a manifest of format {FORMAT}; {rerun}")
+    manifest = load_converted_manifest(split_dir, MANIFEST, FORMAT, "videos", list, rerun)
     if variant is not None and manifest.get("variant") != variant:
         raise DataError(f"{path}: this folder holds {manifest.get('variant')!r}, not {variant!r}")
     present = set(os.listdir(split_dir))

@@ -10,15 +10,39 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+
+class ShuffledStream:
+    """Element ``position`` of an endless stream of seeded permutations of ``range(size)``.
+
+    Permutation ``c`` (positions ``c * size .. (c + 1) * size - 1``) comes from a generator
+    seeded with ``seed * 1_000_003 + c``; the last permutation used is cached, so reading
+    positions in increasing order costs one permutation per pass.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        if size <= 0:
+            raise ValueError("cannot sample from an empty dataset")
+        self.size = size
+        self.seed = seed
+        self._cycle = -1
+        self._permutation = torch.empty(0, dtype=torch.long)
+
+    def __getitem__(self, position: int) -> int:
+        cycle = position // self.size
+        if cycle != self._cycle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + cycle)
+            self._cycle, self._permutation = cycle, torch.randperm(self.size, generator=generator)
+        return int(self._permutation[position % self.size])
 
 
 class ResumableRandomSampler(Sampler):
     """Indices ``stream[start + rank :: world_size][:num_samples]`` of a seeded shuffled stream.
 
-    ``stream`` concatenates permutations of ``range(dataset_size)``; permutation ``c`` comes
-    from a generator seeded with ``seed * 1_000_003 + c``, so the stream depends on the seed only.
+    ``stream`` is a :class:`ShuffledStream` of ``range(dataset_size)``: it depends on the seed only.
 
     Args:
         dataset_size: number of items in the dataset.
@@ -47,8 +71,7 @@ class ResumableRandomSampler(Sampler):
         with_positions: bool = False,
         consumed: int = 0,
     ) -> None:
-        if dataset_size <= 0:
-            raise ValueError("cannot sample from an empty dataset")
+        self.stream = ShuffledStream(dataset_size, seed)
         self.dataset_size = dataset_size
         self.num_samples = max(0, num_samples)
         self.seed = seed
@@ -58,20 +81,76 @@ class ResumableRandomSampler(Sampler):
         self.with_positions = with_positions
         self.consumed = consumed
 
-    def _permutation(self, cycle: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + cycle)
-        return torch.randperm(self.dataset_size, generator=generator)
-
     def __iter__(self) -> Iterator[int | tuple[int, int]]:
-        position = self.start + self.rank
-        cycle, permutation = -1, torch.empty(0, dtype=torch.long)
-        for _ in range(self.num_samples):
-            if position // self.dataset_size != cycle:
-                cycle = position // self.dataset_size
-                permutation = self._permutation(cycle)
-            index = int(permutation[position % self.dataset_size])
+        for step in range(self.num_samples):
+            position = self.start + self.rank + step * self.world_size
+            index = self.stream[position]
             yield (index, position) if self.with_positions else index
-            position += self.world_size
 
     def __len__(self) -> int:
         return self.consumed + self.num_samples
+
+
+class LabelledMixSampler(Sampler):
+    """Resumable batches of which a fixed number come from a labelled subset (weak supervision).
+
+    Batch ``g`` of the global run (all ranks: rank ``r``'s ``b``-th batch is ``g = b * world_size
+    + r``) holds positions ``g * n_l .. (g + 1) * n_l - 1`` of a :class:`ShuffledStream` over the
+    labelled indices, then positions ``g * n_u ..`` of one over the others
+    (``n_l = labelled_per_batch``, ``n_u = batch_size - n_l``). Like
+    :class:`ResumableRandomSampler` it starts at any batch, so resumed runs continue exactly.
+
+    Args:
+        labelled: dataset indices that carry labels; ``unlabelled``: the others.
+        batch_size: items per batch; ``labelled_per_batch``: how many of them are labelled.
+        num_batches: batches this rank yields; ``start_batch``: the first global batch *per rank*
+            (batches already read by each rank earlier in the run, counted in ``len()``).
+        seed, rank, world_size, with_positions: as in :class:`ResumableRandomSampler`; positions
+            are ``g * batch_size + j`` (unique per sample of the run).
+    """
+
+    def __init__(
+        self,
+        labelled: np.ndarray,
+        unlabelled: np.ndarray,
+        batch_size: int,
+        labelled_per_batch: int,
+        num_batches: int,
+        seed: int,
+        start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        with_positions: bool = False,
+    ) -> None:
+        if not 0 <= labelled_per_batch <= batch_size:
+            raise ValueError(f"labelled_per_batch must be in [0, {batch_size}], got {labelled_per_batch}")
+        if labelled_per_batch and not len(labelled):
+            raise ValueError("no labelled samples to put in the batches: raise the labelled fraction")
+        if labelled_per_batch < batch_size and not len(unlabelled):
+            raise ValueError("every sample is labelled: lower the labelled fraction or label whole batches")
+        self.subsets = [
+            (np.asarray(labelled), labelled_per_batch, ShuffledStream(max(1, len(labelled)), seed * 2 + 1)),
+            (
+                np.asarray(unlabelled),
+                batch_size - labelled_per_batch,
+                ShuffledStream(max(1, len(unlabelled)), seed * 2),
+            ),
+        ]
+        self.batch_size = batch_size
+        self.num_batches = max(0, num_batches)
+        self.start_batch = start_batch
+        self.rank = rank
+        self.world_size = world_size
+        self.with_positions = with_positions
+
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+        for local in range(self.start_batch, self.start_batch + self.num_batches):
+            batch = local * self.world_size + self.rank
+            items = [
+                int(indices[stream[batch * count + j]]) for indices, count, stream in self.subsets for j in range(count)
+            ]
+            for j, index in enumerate(items):
+                yield (index, batch * self.batch_size + j) if self.with_positions else index
+
+    def __len__(self) -> int:
+        return (self.start_batch + self.num_batches) * self.batch_size

@@ -5,11 +5,14 @@ A TFRecord file is a sequence of records, each framed as::
     uint64 length (little endian) | uint32 masked CRC32C of the length bytes
     data (length bytes)           | uint32 masked CRC32C of the data
 
-The length CRC is always verified (it is 8 bytes: cheap in pure Python, and it keeps a corrupt
-length from sending the reader gigabytes off). The data CRC is verified when the optional C
-package ``google_crc32c`` is installed, or on request (``verify_data=True``, pure Python: slow,
-about a few MB/s). A truncated or corrupt record raises :class:`~ocl.data.errors.DataError`
-naming the file and the byte offset of the record.
+Files may be GZIP-compressed as a whole (TF's ``compression_type="GZIP"``, e.g. DeepMind's
+multi_object_datasets); :func:`iter_records` detects this (or is told), and then reports
+offsets in the uncompressed stream. The length CRC is always verified (it is 8 bytes: cheap in
+pure Python, and it keeps a corrupt length from sending the reader gigabytes off). The data
+CRC is verified when the optional C package ``google_crc32c`` is installed, or on request
+(``verify_data=True``, pure Python: slow, about a few MB/s). A truncated or corrupt record (or
+GZIP stream) raises :class:`~ocl.data.errors.DataError` naming the file and the byte offset of
+the record.
 
 ``tf.train.Example`` is decoded from the protobuf wire format directly::
 
@@ -21,16 +24,21 @@ naming the file and the byte offset of the record.
     Int64List { repeated int64 value = 1; }              // packed or not
 
 Only the features asked for are decoded, so large ones (e.g. MOVi's optical flow as millions
-of int64 values) cost nothing. :func:`write_records` and :func:`encode_example` are the inverse,
+of int64 values) cost nothing. :func:`parse_byte_arrays` reads raw arrays stored as bytes lists
+(TF's ``FixedLenFeature(shape, tf.string)`` + ``decode_raw``: one value per byte) with numpy
+instead of a Python loop. :func:`write_records` and :func:`encode_example` are the inverse,
 used to write test fixtures in the exact published format.
 """
 
 from __future__ import annotations
 
+import gzip
 import struct
+import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -43,6 +51,8 @@ _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
 _HEADER = 12  # uint64 length + uint32 length CRC
 _FOOTER = 4  # uint32 data CRC
+_GZIP_MAGIC = b"\x1f\x8b"
+COMPRESSIONS = ("auto", "none", "gzip")
 
 
 def _crc32c_table() -> tuple[int, ...]:
@@ -97,40 +107,76 @@ class Record:
     path: Path
     offset: int
     data: bytes
+    compressed: bool = False
+    """The file is GZIP-compressed: ``offset`` is in the uncompressed stream."""
 
     @property
     def where(self) -> str:
-        return f"{self.path} (record at byte {self.offset})"
+        return f"{self.path} (record at {_position(self.offset, self.compressed)})"
 
 
-def iter_records(path: str | Path, verify_data: bool | None = None) -> Iterator[Record]:
+def _position(offset: int, compressed: bool) -> str:
+    return f"uncompressed byte {offset}" if compressed else f"byte {offset}"
+
+
+def _is_gzip(start: bytes) -> bool:
+    """Whether a file starting with ``start`` (its first bytes) is GZIP-compressed.
+
+    A valid record header (length and its CRC) means uncompressed, even if it happens to begin
+    like a GZIP stream (a record length can); otherwise the GZIP magic bytes decide.
+    """
+    if len(start) >= _HEADER and masked_crc32c(start[:8]) == struct.unpack("<I", start[8:_HEADER])[0]:
+        return False
+    return start.startswith(_GZIP_MAGIC)
+
+
+def _read(stream: BinaryIO, size: int, path: Path, offset: int, compressed: bool) -> bytes:
+    """Up to ``size`` bytes of ``stream``; DataError naming ``path`` for broken GZIP data."""
+    try:
+        return stream.read(size)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(
+            f"{path}: corrupt or truncated GZIP data after {_position(offset, compressed)} ({error}); "
+            "re-download this file"
+        ) from error
+
+
+def iter_records(path: str | Path, verify_data: bool | None = None, compression: str = "auto") -> Iterator[Record]:
     """The records of the TFRecord file ``path``, in order.
 
     Args:
-        path: an uncompressed TFRecord file.
+        path: a TFRecord file, uncompressed or GZIP-compressed as a whole.
         verify_data: check each record's data CRC; ``None`` = only when ``google_crc32c`` (C) is installed.
+        compression: ``auto`` (detected from the first bytes), ``none`` or ``gzip``.
     """
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {compression!r}; known: {list(COMPRESSIONS)}")
     path = Path(path)
     verify = _FAST_CRC32C is not None if verify_data is None else verify_data
-    with path.open("rb") as stream:
+    if compression == "auto":
+        with path.open("rb") as stream:
+            compression = "gzip" if _is_gzip(stream.read(_HEADER)) else "none"
+    compressed = compression == "gzip"
+    with gzip.open(path, "rb") if compressed else path.open("rb") as stream:
         offset = 0
-        while header := stream.read(_HEADER):
+        while header := _read(stream, _HEADER, path, offset, compressed):
+            where = _position(offset, compressed)
             if len(header) < _HEADER:
-                raise DataError(f"{path}: truncated record header at byte {offset}; re-download this file")
+                raise DataError(f"{path}: truncated record header at {where}; re-download this file")
             length_bytes, length_crc = header[:8], struct.unpack("<I", header[8:])[0]
             if masked_crc32c(length_bytes) != length_crc:
-                raise DataError(f"{path}: corrupt record length at byte {offset} (CRC mismatch); re-download this file")
+                raise DataError(f"{path}: corrupt record length at {where} (CRC mismatch); re-download this file")
             (length,) = struct.unpack("<Q", length_bytes)
-            body = stream.read(length + _FOOTER)
+            body = _read(stream, length + _FOOTER, path, offset, compressed)
             if len(body) < length + _FOOTER:
                 raise DataError(
-                    f"{path}: truncated record at byte {offset} ({length} bytes announced, "
+                    f"{path}: truncated record at {where} ({length} bytes announced, "
                     f"{max(0, len(body) - _FOOTER)} present); re-download this file"
                 )
             data = body[:length]
             if verify and masked_crc32c(data) != struct.unpack("<I", body[length:])[0]:
-                raise DataError(f"{path}: corrupt record data at byte {offset} (CRC mismatch); re-download this file")
-            yield Record(path, offset, data)
+                raise DataError(f"{path}: corrupt record data at {where} (CRC mismatch); re-download this file")
+            yield Record(path, offset, data, compressed)
             offset += _HEADER + length + _FOOTER
 
 
@@ -140,9 +186,12 @@ def frame_record(data: bytes) -> bytes:
     return length + struct.pack("<I", masked_crc32c(length)) + data + struct.pack("<I", masked_crc32c(data))
 
 
-def write_records(path: str | Path, records: Iterable[bytes]) -> None:
-    """Write ``records`` to the TFRecord file ``path`` (uncompressed)."""
-    with Path(path).open("wb") as stream:
+def write_records(path: str | Path, records: Iterable[bytes], compression: str = "none") -> None:
+    """Write ``records`` to the TFRecord file ``path``, uncompressed (``none``) or as one GZIP stream (``gzip``)."""
+    if compression not in ("none", "gzip"):
+        raise ValueError(f"cannot write compression {compression!r}; known: ['none', 'gzip']")
+    # The fastest level: any level reads the same (TF writes zlib's default, 6).
+    with gzip.open(path, "wb", compresslevel=1) if compression == "gzip" else Path(path).open("wb") as stream:
         stream.writelines(frame_record(data) for data in records)
 
 
@@ -237,30 +286,71 @@ def _int64_values(payload: memoryview) -> Iterator[int]:
                 yield _signed64(item)
 
 
+def _byte_array(buffer: memoryview) -> np.ndarray:
+    """The values of a ``tf.train.Feature``'s bytes list concatenated: uint8 ``[total bytes]``.
+
+    One-byte values (TF's layout of raw arrays: ``tag, length 1, byte`` repeated) are read with
+    numpy; other layouts value by value.
+    """
+    payload = None
+    for kind, wire, value in _fields(buffer):
+        if wire == _LEN and kind in (2, 3):
+            raise _WireError("a float or int64 list where a bytes list was expected")
+        if wire == _LEN and kind == 1:
+            payload = value
+    if payload is None:
+        return np.zeros(0, np.uint8)
+    data = np.frombuffer(payload, np.uint8)
+    if len(data) % 3 == 0 and (data[0::3] == _tag(1, _LEN)[0]).all() and (data[1::3] == 1).all():
+        return data[2::3].copy()
+    return np.frombuffer(b"".join(bytes(v) for n, w, v in _fields(payload) if n == 1 and w == _LEN), np.uint8)
+
+
+def _feature_buffers(record: Record, keys: Collection[str] | None) -> Iterator[tuple[str, memoryview | None]]:
+    """``(key, undecoded tf.train.Feature)`` of each feature of the Example in ``record`` (only ``keys`` when given)."""
+    for number, wire, features_bytes in _fields(memoryview(record.data)):
+        if number != 1 or wire != _LEN:
+            continue
+        for entry_number, entry_wire, entry in _fields(features_bytes):
+            if entry_number != 1 or entry_wire != _LEN:
+                continue
+            key, value = None, None
+            for part_number, part_wire, part in _fields(entry):
+                if part_number == 1 and part_wire == _LEN:
+                    key = bytes(part).decode("utf-8")
+                elif part_number == 2 and part_wire == _LEN:
+                    value = part
+            if key is not None and (keys is None or key in keys):
+                yield key, value
+
+
 def parse_example(record: Record, keys: Collection[str] | None = None) -> dict[str, FeatureValue]:
     """The features of the ``tf.train.Example`` in ``record`` (only ``keys`` when given).
 
     Raises DataError naming the record if the bytes are not a valid Example.
     """
-    features: dict[str, FeatureValue] = {}
     try:
-        for number, wire, features_bytes in _fields(memoryview(record.data)):
-            if number != 1 or wire != _LEN:
-                continue
-            for entry_number, entry_wire, entry in _fields(features_bytes):
-                if entry_number != 1 or entry_wire != _LEN:
-                    continue
-                key, value = None, None
-                for part_number, part_wire, part in _fields(entry):
-                    if part_number == 1 and part_wire == _LEN:
-                        key = bytes(part).decode("utf-8")
-                    elif part_number == 2 and part_wire == _LEN:
-                        value = part
-                if key is not None and (keys is None or key in keys):
-                    features[key] = _decode_feature(value) if value is not None else []
+        return {
+            key: _decode_feature(value) if value is not None else [] for key, value in _feature_buffers(record, keys)
+        }
     except (_WireError, UnicodeDecodeError) as error:
         raise DataError(f"{record.where}: not a valid tf.train.Example ({error}); re-download this file") from error
-    return features
+
+
+def parse_byte_arrays(record: Record, keys: Collection[str]) -> dict[str, np.ndarray]:
+    """The bytes-list features ``keys`` of the Example in ``record``, each as its values
+    concatenated, uint8 ``[total bytes]`` (what TF's ``decode_raw`` gives for a raw array stored
+    one byte per value, or as one value); features absent from the record are absent here.
+
+    Raises DataError naming the record if the bytes are not a valid Example or a feature is no bytes list.
+    """
+    try:
+        return {
+            key: _byte_array(value) if value is not None else np.zeros(0, np.uint8)
+            for key, value in _feature_buffers(record, keys)
+        }
+    except (_WireError, UnicodeDecodeError) as error:
+        raise DataError(f"{record.where}: not a valid tf.train.Example ({error}); re-download this file") from error
 
 
 def _tag(number: int, wire: int) -> bytes:
@@ -282,14 +372,32 @@ def _length_delimited(number: int, payload: bytes) -> bytes:
     return _tag(number, _LEN) + _varint(len(payload)) + payload
 
 
+def _fixed_width_values(array: np.ndarray) -> bytes:
+    """A ``BytesList`` payload of one value per element of a bytes array of dtype ``S<n>``, each
+    exactly ``n`` bytes (numpy's trailing zeros kept), built with numpy."""
+    width = array.dtype.itemsize
+    prefix = np.frombuffer(_tag(1, _LEN) + _varint(width), np.uint8)
+    values = np.empty((array.size, len(prefix) + width), np.uint8)
+    values[:, : len(prefix)] = prefix
+    values[:, len(prefix) :] = np.frombuffer(np.ascontiguousarray(array).tobytes(), np.uint8).reshape(-1, width)
+    return values.tobytes()
+
+
 def encode_example(features: Mapping[str, FeatureValue | list[int] | list[float]]) -> bytes:
     """A serialized ``tf.train.Example``: ``list[bytes]`` -> bytes_list, float arrays ->
-    float_list, int arrays -> int64_list (lists of numbers are typed by numpy), packed as TF writes them."""
+    float_list, int arrays -> int64_list (lists of numbers are typed by numpy), packed as TF writes them.
+
+    A bytes array of dtype ``S<n>`` becomes a bytes_list of one ``n``-byte value per element: e.g.
+    ``image.view("S1")`` (uint8 ``image``) is a raw array as TF's ``FixedLenFeature(shape,
+    tf.string)`` + ``decode_raw`` datasets store it, one value per byte.
+    """
     entries = []
     for key, value in features.items():
         if isinstance(value, list) and all(isinstance(item, bytes) for item in value) and value:
             payload = b"".join(_length_delimited(1, item) for item in value)
             feature = _length_delimited(1, payload)
+        elif isinstance(value, np.ndarray) and value.dtype.kind == "S":
+            feature = _length_delimited(1, _fixed_width_values(value))
         else:
             array = np.asarray(value)
             if array.dtype.kind == "f":

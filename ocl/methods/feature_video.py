@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ocl.data.batch import VIDEO
+from ocl.data.batch import POINTS, VIDEO
 from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS
 from ocl.methods.base import ObjectCentricMethod
-from ocl.methods.output import ModelOutput
+from ocl.methods.output import PREDICTED_POINTS, ModelOutput
 from ocl.modules.encoders import TokenMLP
 from ocl.modules.video import VideoSlotProcessor
 from ocl.modules.vit import FrozenViT, ViTFeatures
@@ -124,7 +124,7 @@ class FeatureVideoMethod(ObjectCentricMethod):
         batch_size, num_frames = video.shape[:2]
         encoded = self.encode(video)
         tokens = self.token_mlp(encoded.features).unflatten(0, (batch_size, num_frames))
-        slots, attention = self.processor(tokens)
+        slots, attention, points = self.processor(tokens, encoded.grid, batch.get(POINTS))
         decoded, masks = self.decoder(slots.flatten(0, 1))
         decoded = decoded.unflatten(0, (batch_size, num_frames))
         height, width = encoded.grid
@@ -134,6 +134,8 @@ class FeatureVideoMethod(ObjectCentricMethod):
             features=tokens,
             attention=attention,
         )
+        if points is not None:
+            output.extras[PREDICTED_POINTS] = points
         if self.reconstruct_features:
             output.reconstruction = decoded[..., : self.encoder.embed_dim]
             output.target = encoded.features.unflatten(0, (batch_size, num_frames))

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+PREDICTED_POINTS = "predicted_points"
+"""``extras`` key of IPPE's point predictions ``[B, T, K, 2]`` (SLASH; :mod:`ocl.modules.points`)."""
+
 
 @dataclass
 class ModelOutput:

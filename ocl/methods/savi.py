@@ -11,9 +11,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import nn
 
-from ocl.data.batch import VIDEO
+from ocl.data.batch import POINTS, VIDEO
 from ocl.methods.base import ObjectCentricMethod
-from ocl.methods.output import ModelOutput
+from ocl.methods.output import PREDICTED_POINTS, ModelOutput
+from ocl.modules.ark import token_grid
 from ocl.modules.decoders import SpatialBroadcastDecoder
 from ocl.modules.video import VideoSlotProcessor
 
@@ -53,11 +54,12 @@ class SAVi(ObjectCentricMethod):
         batch_size, num_frames = video.shape[:2]
         frames = video.flatten(0, 1)
         features = self.encoder(frames).unflatten(0, (batch_size, num_frames))
-        slots, attention = self.processor(features)
+        grid = token_grid(features.shape[2], video.shape[-2:])
+        slots, attention, points = self.processor(features, grid, batch.get(POINTS))
         reconstruction, masks = self.decoder(slots.flatten(0, 1))
         size = reconstruction.shape[-2:]
         target = frames if frames.shape[-2:] == size else F.interpolate(frames, size=size, mode="area")
-        return ModelOutput(
+        output = ModelOutput(
             slots=slots,
             masks=masks.unflatten(0, (batch_size, num_frames)),
             features=features,
@@ -65,3 +67,6 @@ class SAVi(ObjectCentricMethod):
             target=target.unflatten(0, (batch_size, num_frames)),
             attention=attention,
         )
+        if points is not None:
+            output.extras[PREDICTED_POINTS] = points
+        return output

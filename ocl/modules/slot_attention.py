@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
+
+from ocl.modules.ark import AttentionRefiningKernel
+from ocl.modules.points import PointPredictorEncoder
+
+
+class CorrectorOutput(NamedTuple):
+    """What :class:`SlotAttention` returns.
+
+    Attributes:
+        slots: ``[B, K, d]`` updated slots.
+        attention: ``[B, K, N]`` last iteration's softmax over slots (sums to 1 over ``K``).
+        points: ``[B, K, 2]`` last iteration's IPPE point predictions, or None without IPPE.
+    """
+
+    slots: torch.Tensor
+    attention: torch.Tensor
+    points: torch.Tensor | None = None
 
 
 class SlotAttention(nn.Module):
@@ -13,6 +32,16 @@ class SlotAttention(nn.Module):
     over slots; attention renormalised over inputs (``eps``) gives a weighted mean of ``v``;
     GRU update; optional residual MLP.
 
+    SMTC's options: ``update="residual"`` replaces the GRU by ``slots + updates``;
+    ``straight_through`` makes the last iteration's input ``slots.detach() + init - init.detach()``
+    (gradients reach the initial slots directly, BO-QSA's trick); the forward pass's
+    ``input_weights`` restrict each slot group to an area of the inputs.
+
+    SLASH's options: ``ark`` smooths each slot's logits over the token grid before the softmax
+    in every iteration (:class:`~ocl.modules.ark.AttentionRefiningKernel`); ``point_encoding``
+    adds IPPE (:class:`~ocl.modules.points.PointPredictorEncoder`) right after the GRU of
+    every iteration (before the residual MLP).
+
     Args:
         input_dim: token dimension ``D``.
         slot_dim: slot dimension ``d``.
@@ -20,6 +49,12 @@ class SlotAttention(nn.Module):
         mlp_hidden_dim: hidden size of the residual MLP; ``0`` disables it.
         temperature: logit scale; ``None`` means ``d ** -0.5``.
         eps: added to the attention before the renormalisation over inputs.
+        ark: ARK variant (``wnconv``, ``gaussian``, ``conv``) or None (off).
+        ark_size: ARK kernel side; ``ark_sigma``: the ``gaussian`` variant's standard deviation.
+        ark_fixed_uniform: the authors' code: a fixed uniform kernel (see the ARK class).
+        point_encoding: IPPE on or off.
+        update: ``gru`` (Locatello et al.) or ``residual`` (SMTC: ``slots + updates``).
+        straight_through: before the last iteration, pass the gradient straight to the initial slots.
     """
 
     def __init__(
@@ -30,6 +65,13 @@ class SlotAttention(nn.Module):
         mlp_hidden_dim: int = 0,
         temperature: float | None = None,
         eps: float = 1e-8,
+        ark: str | None = None,
+        ark_size: int = 5,
+        ark_sigma: float = 1.0,
+        ark_fixed_uniform: bool = False,
+        point_encoding: bool = False,
+        update: str = "gru",
+        straight_through: bool = False,
     ) -> None:
         super().__init__()
         self.norm_inputs = nn.LayerNorm(input_dim)
@@ -37,7 +79,9 @@ class SlotAttention(nn.Module):
         self.to_q = nn.Linear(slot_dim, slot_dim, bias=False)
         self.to_k = nn.Linear(input_dim, slot_dim, bias=False)
         self.to_v = nn.Linear(input_dim, slot_dim, bias=False)
-        self.gru = nn.GRUCell(slot_dim, slot_dim)
+        if update not in ("gru", "residual"):
+            raise ValueError(f"unknown slot update {update!r}; choose 'gru' or 'residual'")
+        self.gru = nn.GRUCell(slot_dim, slot_dim) if update == "gru" else None
         self.mlp = (
             nn.Sequential(
                 nn.LayerNorm(slot_dim),
@@ -51,27 +95,56 @@ class SlotAttention(nn.Module):
         self.num_iterations = num_iterations
         self.scale = temperature if temperature is not None else slot_dim**-0.5
         self.eps = eps
+        self.straight_through = straight_through
+        self.ark = AttentionRefiningKernel(ark, ark_size, ark_sigma, ark_fixed_uniform) if ark else None
+        self.points = PointPredictorEncoder(slot_dim) if point_encoding else None
 
     def forward(
-        self, slots: torch.Tensor, inputs: torch.Tensor, num_iterations: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``slots [B, K, d]``, ``inputs [B, N, D]`` -> (slots ``[B, K, d]``, attention ``[B, K, N]``).
+        self,
+        slots: torch.Tensor,
+        inputs: torch.Tensor,
+        num_iterations: int | None = None,
+        grid: tuple[int, int] | None = None,
+        points: torch.Tensor | None = None,
+        input_weights: torch.Tensor | None = None,
+    ) -> CorrectorOutput:
+        """``slots [B, K, d]``, ``inputs [B, N, D]`` -> :class:`CorrectorOutput`.
 
-        The attention returned is the last iteration's softmax over slots (sums to 1 over K).
+        ``grid``: the ``(h, w)`` layout of the ``N`` tokens (row-major), needed by ARK.
+        ``points``: ground-truth object centres ``[B, M, 2]`` (NaN = absent) for IPPE's weak
+        supervision; ignored without IPPE.
+        ``input_weights [B, N]`` in [0, 1]: each input's weight in the slot updates (0 = the slots
+        ignore it; SMTC's semantic areas, hard 0/1 or soft); the returned attention is multiplied by it.
         """
+        if self.ark is not None and grid is None:
+            raise ValueError("slot attention with ARK needs the token grid (h, w): pass grid=")
         batch, num_slots, dim = slots.shape
         inputs = self.norm_inputs(inputs)
         keys = self.to_k(inputs)
         values = self.to_v(inputs)
         attention = slots.new_zeros(batch, num_slots, inputs.shape[1])
-        for _ in range(num_iterations or self.num_iterations):
+        predicted = None
+        initial = slots
+        iterations = num_iterations or self.num_iterations
+        for iteration in range(iterations):
+            if self.straight_through and iteration == iterations - 1:
+                slots = slots.detach() + initial - initial.detach()
             queries = self.to_q(self.norm_slots(slots))
             logits = torch.einsum("bkd,bnd->bkn", queries, keys) * self.scale
+            if self.ark is not None:
+                logits = self.ark(logits, grid)
             attention = logits.softmax(dim=1)
+            if input_weights is not None:
+                attention = attention * input_weights[:, None]
             weights = attention + self.eps
             weights = weights / weights.sum(dim=-1, keepdim=True)
             updates = torch.einsum("bkn,bnd->bkd", weights, values)
-            slots = self.gru(updates.reshape(-1, dim), slots.reshape(-1, dim)).reshape(batch, num_slots, dim)
+            if self.gru is None:
+                slots = slots + updates
+            else:
+                slots = self.gru(updates.reshape(-1, dim), slots.reshape(-1, dim)).reshape(batch, num_slots, dim)
+            if self.points is not None:
+                slots, predicted = self.points(slots, points)
             if self.mlp is not None:
                 slots = slots + self.mlp(slots)
-        return slots, attention
+        return CorrectorOutput(slots, attention, predicted)

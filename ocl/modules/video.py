@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ocl.modules.slot_attention import SlotAttention
+
+
+class ProcessorOutput(NamedTuple):
+    """What :class:`VideoSlotProcessor` returns: ``slots [B, T, K, d]``, ``attention [B, T, K, N]``
+    and the corrector's IPPE point predictions ``[B, T, K, 2]`` (None without IPPE)."""
+
+    slots: torch.Tensor
+    attention: torch.Tensor
+    points: torch.Tensor | None = None
 
 
 class VideoSlotProcessor(nn.Module):
@@ -51,28 +61,49 @@ class VideoSlotProcessor(nn.Module):
             raise ValueError("cyclic_inference needs a predictor (it starts from the last frame's prediction)")
         self._cyclic_inference = enabled
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``features [B, T, N, D]`` -> (slots ``[B, T, K, d]``, attention ``[B, T, K, N]``)."""
+    def forward(
+        self, features: torch.Tensor, grid: tuple[int, int] | None = None, points: torch.Tensor | None = None
+    ) -> ProcessorOutput:
+        """``features [B, T, N, D]`` -> :class:`ProcessorOutput`.
+
+        ``grid``: the ``(h, w)`` token layout (for ARK); ``points``: ground-truth object centres
+        ``[B, T, M, 2]`` (NaN = absent) for the corrector's IPPE, if any.
+        """
         frames = range(features.shape[1])
-        slots, attention = self._run(self.initialiser(features.shape[0]), features, frames)
-        if self.cyclic_inference and not self.training and len(frames) > 1:
-            backward = list(reversed(frames))[1:]
-            back_slots, back_attention = self._run(self.predictor(slots[:, -1]), features, backward, first=False)
-            slots = torch.cat([back_slots.flip(1), slots[:, -1:]], dim=1)
-            attention = torch.cat([back_attention.flip(1), attention[:, -1:]], dim=1)
-        return slots, attention
+        forward = self._run(self.initialiser(features.shape[0]), features, frames, grid, points)
+        if not (self.cyclic_inference and not self.training and len(frames) > 1):
+            return forward
+        backward_frames = list(reversed(frames))[1:]
+        backward = self._run(self.predictor(forward.slots[:, -1]), features, backward_frames, grid, None, first=False)
+
+        def cyclic(back: torch.Tensor | None, fwd: torch.Tensor | None) -> torch.Tensor | None:
+            return None if back is None else torch.cat([back.flip(1), fwd[:, -1:]], dim=1)
+
+        return ProcessorOutput(*(cyclic(back, fwd) for back, fwd in zip(backward, forward, strict=True)))
 
     def _run(
-        self, slots: torch.Tensor, features: torch.Tensor, frames: Sequence[int], first: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        slots: torch.Tensor,
+        features: torch.Tensor,
+        frames: Sequence[int],
+        grid: tuple[int, int] | None,
+        points: torch.Tensor | None,
+        first: bool = True,
+    ) -> ProcessorOutput:
         """Correct then predict over ``frames`` in the given order, from initial ``slots [B, K, d]``;
-        ``first``: the first of them gets ``first_frame_iterations``. -> ``[B, len(frames), K, d]``, ``[..., N]``."""
-        all_slots, all_attention = [], []
+        ``first``: the first of them gets ``first_frame_iterations``. -> outputs over ``len(frames)``."""
+        outputs = []
         for step, t in enumerate(frames):
             iterations = self.first_frame_iterations if first and step == 0 else None
-            slots, attention = self.corrector(slots, features[:, t], num_iterations=iterations)
-            all_slots.append(slots)
-            all_attention.append(attention)
+            frame_points = None if points is None else points[:, t]
+            output = self.corrector(slots, features[:, t], iterations, grid, frame_points)
+            outputs.append(output)
+            slots = output.slots
             if self.predictor is not None and step + 1 < len(frames):
                 slots = self.predictor(slots)
-        return torch.stack(all_slots, dim=1), torch.stack(all_attention, dim=1)
+        predicted = None if outputs[0].points is None else torch.stack([o.points for o in outputs], dim=1)
+        return ProcessorOutput(
+            torch.stack([o.slots for o in outputs], dim=1),
+            torch.stack([o.attention for o in outputs], dim=1),
+            predicted,
+        )

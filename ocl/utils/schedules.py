@@ -7,26 +7,34 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 class WarmupExponentialDecay:
-    """lr factor ``min(1, (step + 1) / warmup_steps) * decay_rate ** (step / decay_steps)``.
+    """lr factor ``min(1, (step + 1) / warmup_steps) * decay_rate ** (step / decay_steps)``;
+    ``staircase``: the exponent is ``floor(step / decay_steps)`` (step decay).
 
     With ``decay_rate=0.5`` and ``decay_steps=max_steps`` the lr ends at half its peak, the
-    VideoSAUR / SlotContrast / SlotCurri schedule.
+    VideoSAUR / SlotContrast / SlotCurri schedule; with ``staircase`` and ``decay_steps`` a fifth
+    of the run it halves every 20% of the steps, SLASH's schedule.
     """
 
-    def __init__(self, warmup_steps: int, decay_steps: int, decay_rate: float = 0.5) -> None:
+    def __init__(self, warmup_steps: int, decay_steps: int, decay_rate: float = 0.5, staircase: bool = False) -> None:
         if warmup_steps < 0 or decay_steps <= 0:
             raise ValueError(f"need warmup_steps >= 0 and decay_steps > 0, got {warmup_steps}, {decay_steps}")
         self.warmup_steps = warmup_steps
         self.decay_steps = decay_steps
         self.decay_rate = decay_rate
+        self.staircase = staircase
 
     def __call__(self, step: int) -> float:
         warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-        return warmup * self.decay_rate ** (step / self.decay_steps)
+        exponent = step // self.decay_steps if self.staircase else step / self.decay_steps
+        return warmup * self.decay_rate**exponent
 
 
 def warmup_exponential_decay(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, decay_steps: int, decay_rate: float = 0.5
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int,
+    decay_steps: int,
+    decay_rate: float = 0.5,
+    staircase: bool = False,
 ) -> LambdaLR:
     """A :class:`LambdaLR` following :class:`WarmupExponentialDecay`."""
-    return LambdaLR(optimizer, WarmupExponentialDecay(warmup_steps, decay_steps, decay_rate))
+    return LambdaLR(optimizer, WarmupExponentialDecay(warmup_steps, decay_steps, decay_rate, staircase))

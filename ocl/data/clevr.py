@@ -1,0 +1,339 @@
+"""CLEVR with masks (CLEVR6 / CLEVR10): convert DeepMind's TFRecord file once, then train from per-image files.
+
+**Published data.** ``gs://multi-object-datasets/clevr_with_masks/clevr_with_masks_train.tfrecords``
+(https://github.com/deepmind/multi_object_datasets): one GZIP-compressed TFRecord file of 100k
+``tf.train.Example`` protos. The dataset's own loader (``clevr_with_masks.py``) parses them as
+``FixedLenFeature`` s and decodes the byte features with ``decode_raw``, so raw arrays are
+bytes lists of one value per byte (one value holding the whole buffer is read too)::
+
+    image       [240, 320, 3] uint8       RGB
+    mask        [11, 240, 320, 1] uint8   one mask per entity (0 / 255); entity 0 = background
+    visibility  [11] float32              1 for the entities present in the scene
+    x, y, z, pixel_coords, rotation, size, material, shape, color: not read
+
+**Labels.** Pixel ids are entity indices: the entity whose mask is largest at the pixel (first
+on ties; the masks partition the image), so 0 is the background and k the k-th entity.
+
+**CLEVR6 / CLEVR10.** An image holds ``count(visibility[1:] > 0)`` objects (the visible
+entities other than the background). The converter keeps the images with at most
+``max_objects``: 6 for CLEVR6 (the Slot Attention / IODINE subset), 10 keeps all (CLEVR10).
+
+**Splits** (ours: the published file has no splits), by position in the file, before filtering:
+records ``[0, 70000)`` train, ``[70000, 85000)`` val, ``[85000, 100000)`` test (Slot Attention
+trained CLEVR6 on the first 70k images); each then filtered by ``max_objects``.
+
+**Preprocessing** (:class:`ClevrSource`): Slot Attention's crop, rows 29:221 and columns
+64:256 (192 x 192, 5 rows below the centre), applied to image and ids; the data module's
+transform then resizes to 128 x 128 (``configs/data/clevr6.yaml``: antialiased bilinear
+frames, nearest ids).
+
+**Converted format** (:func:`convert_clevr`, ``scripts/convert_clevr.py``)::
+
+    <out>/<split>/<id>.npz   uint8 image [240, 320, 3], uint8 ids [240, 320] (uncropped; id = record position, 6 digits)
+    <out>/index.json         format, source file, max_objects, split bounds, per split its items [{id, num_objects}]
+
+Lossless and random access per image, like MOVi's (:mod:`ocl.data.movi`): a GZIP stream cannot
+be read at an offset. Each image file is written atomically and the manifest last; re-running
+the converter resumes (images already written are not decoded again). A folder without
+manifest, or whose manifest names missing files, is refused with the command that finishes it.
+
+:class:`StillImageSource` (images as one-frame videos, cropped) is shared with
+:mod:`ocl.data.clevrtex`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from ocl.data.clips import VideoSource
+from ocl.data.datamodule import StoredVideoDataModule
+from ocl.data.errors import DataError
+from ocl.data.files import load_converted_manifest, read_manifest, write_atomically
+from ocl.data.tfrecord import Record, iter_records, parse_byte_arrays, parse_example
+
+DOWNLOAD = "gs://multi-object-datasets/clevr_with_masks/clevr_with_masks_train.tfrecords"
+IMAGE_SIZE = (240, 320)
+"""(height, width) of the published images."""
+CROP = (slice(29, 221), slice(64, 256))
+"""Rows and columns kept (Slot Attention's ``crop = ((29, 221), (64, 256))``)."""
+SPLITS = ("train", "val", "test")
+TRAIN_SIZE, VAL_SIZE = 70_000, 15_000
+"""Records (before filtering) of the train and val splits; test = the rest of the file."""
+FORMAT = "ocl-clevr-npz-1"
+MANIFEST = "index.json"
+IMAGE_KEY, MASK_KEY, VISIBILITY_KEY = "image", "mask", "visibility"
+
+
+class StillImageSource(VideoSource, ABC):
+    """Images as one-frame videos, cropped to :meth:`crop_window` when ``crop`` is set."""
+
+    def __init__(self, crop: bool) -> None:
+        self.crop = crop
+
+    def num_frames(self, index: int) -> int:
+        return 1
+
+    @abstractmethod
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``index`` uncropped: uint8 image ``[H, W, 3]`` and int ids ``[H, W]``."""
+
+    @abstractmethod
+    def crop_window(self, height: int, width: int) -> tuple[slice, slice]:
+        """The rows and columns kept of a ``height x width`` image."""
+
+    def read(self, index: int, frame_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (cropped) image repeated for each of ``frame_indices`` (all 0): uint8 ``[T, h, w, 3]``
+        and int64 ids ``[T, h, w]``."""
+        image, ids = self.load(index)
+        if self.crop:
+            rows, columns = self.crop_window(*ids.shape)
+            image, ids = image[rows, columns], ids[rows, columns]
+        frame_indices = np.asarray(frame_indices)
+        return image[None][frame_indices], ids[None][frame_indices].astype(np.int64)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def conversion_command(out: str | Path, max_objects: int) -> str:
+    """The shell command that converts the published file into ``out`` (see ``scripts/convert_clevr.py``)."""
+    tfrecord = f"<dir>/{Path(DOWNLOAD).name}"
+    return f"python scripts/convert_clevr.py --tfrecord {tfrecord} --out {out} --max-objects {max_objects}"
+
+
+def download_hint() -> str:
+    """Where the published file is and how to copy it."""
+    return f"download {DOWNLOAD} (about 10 GB; e.g. `gsutil cp {DOWNLOAD} <dir>/`)"
+
+
+def split_of(position: int, train_size: int, val_size: int) -> str:
+    """The split of the record at ``position`` in the file."""
+    if position < train_size:
+        return "train"
+    return "val" if position < train_size + val_size else "test"
+
+
+def count_objects(record: Record) -> int:
+    """Objects in the scene of ``record``: the visible entities other than the background (entity 0)."""
+    visibility = parse_example(record, (VISIBILITY_KEY,)).get(VISIBILITY_KEY)
+    if not isinstance(visibility, np.ndarray) or visibility.dtype != np.float32 or visibility.size < 1:
+        raise DataError(f"{record.where}: no float {VISIBILITY_KEY!r} feature; is this the CLEVR (with masks) file?")
+    return int(np.count_nonzero(visibility[1:] > 0))
+
+
+def decode_example(record: Record) -> tuple[np.ndarray, np.ndarray]:
+    """The image of ``record`` as uint8 ``[240, 320, 3]`` and its entity ids uint8 ``[240, 320]``."""
+    arrays = parse_byte_arrays(record, (IMAGE_KEY, MASK_KEY))
+    height, width = IMAGE_SIZE
+    image, masks = arrays.get(IMAGE_KEY), arrays.get(MASK_KEY)
+    if image is None or masks is None:
+        raise DataError(
+            f"{record.where}: no {IMAGE_KEY!r} or {MASK_KEY!r} feature; is this the CLEVR (with masks) file?"
+        )
+    if image.size != height * width * 3 or masks.size == 0 or masks.size % (height * width):
+        raise DataError(
+            f"{record.where}: {IMAGE_KEY} has {image.size} bytes and {MASK_KEY} {masks.size}; expected "
+            f"{height}*{width}*3 and a multiple of {height}*{width} (one mask per entity); re-download this file"
+        )
+    ids = masks.reshape(-1, height, width).argmax(axis=0).astype(np.uint8)
+    return image.reshape(height, width, 3), ids
+
+
+def _write_item(path: Path, image: np.ndarray, ids: np.ndarray) -> None:
+    write_atomically(path, lambda stream: np.savez_compressed(stream, image=image, ids=ids))
+
+
+def _settings(max_objects: int, train_size: int, val_size: int) -> dict[str, int]:
+    """What a conversion depends on besides the file (recorded in, and checked against, the manifest)."""
+    return {"max_objects": max_objects, "train_size": train_size, "val_size": val_size}
+
+
+def convert_clevr(
+    tfrecord: str | Path,
+    out: str | Path,
+    max_objects: int = 6,
+    train_size: int = TRAIN_SIZE,
+    val_size: int = VAL_SIZE,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Convert the published ``clevr_with_masks_train.tfrecords`` into ``out`` (see the module docstring).
+
+    A complete conversion with the same settings is left as it is; an interrupted one resumes.
+
+    Args:
+        tfrecord: the downloaded file.
+        out: the converted dataset's root (``data.root`` of :class:`ClevrDataModule`).
+        max_objects: keep the images with at most this many objects (6: CLEVR6, 10: all).
+        train_size, val_size: records (before filtering) of train and val; test = the rest.
+        progress: show a progress bar.
+
+    Returns:
+        Number of images per split.
+    """
+    if max_objects < 0 or train_size < 0 or val_size < 0:
+        raise ValueError(f"max_objects, train_size and val_size must be >= 0, got {max_objects, train_size, val_size}")
+    tfrecord = Path(tfrecord).expanduser()
+    if not tfrecord.is_file():
+        raise DataError(f"{tfrecord} does not exist; {download_hint()}")
+    out = Path(out).expanduser()
+    settings = _settings(max_objects, train_size, val_size)
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        manifest = read_manifest(manifest_path)
+        found = {key: manifest.get(key) for key in settings} if isinstance(manifest, dict) else None
+        if found is not None and found != settings:
+            raise DataError(f"{out} already holds a conversion with {found}, not {settings}: choose another --out")
+        try:
+            return {split: len(items) for split, items in load_manifest(out, max_objects)["splits"].items()}
+        except DataError:
+            manifest_path.unlink()  # half-converted: resume, and write the manifest again at the end
+    for split in SPLITS:
+        (out / split).mkdir(parents=True, exist_ok=True)
+    columns = (SpinnerColumn(), TextColumn("{task.description}: {task.completed} records"), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(f"CLEVR{max_objects}", total=None)
+        splits, records = _convert_records(tfrecord, out, settings, lambda: bar.advance(task))
+    if records <= train_size + val_size:
+        raise DataError(
+            f"{tfrecord}: only {records} records, but train and val take the first {train_size + val_size}; "
+            "is this the complete clevr_with_masks_train.tfrecords (100000 records)?"
+        )
+    manifest = {"format": FORMAT, "source": tfrecord.name, "records": records, **settings, "splits": splits}
+    write_atomically(manifest_path, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
+    return {split: len(items) for split, items in splits.items()}
+
+
+def _convert_records(
+    tfrecord: Path, out: Path, settings: dict[str, int], advance: Callable[[], object]
+) -> tuple[dict[str, list[dict[str, Any]]], int]:
+    """Write the kept images of ``tfrecord`` under ``out``; return the items per split and the number of records."""
+    splits: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+    records = 0
+    for position, record in enumerate(iter_records(tfrecord)):
+        records += 1
+        advance()
+        objects = count_objects(record)
+        if objects > settings["max_objects"]:
+            continue
+        split = split_of(position, settings["train_size"], settings["val_size"])
+        item_id = f"{position:06d}"
+        path = out / split / f"{item_id}.npz"
+        if not path.is_file():
+            _write_item(path, *decode_example(record))
+        splits[split].append({"id": item_id, "num_objects": objects})
+    return splits, records
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_manifest(root: Path, max_objects: int, splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+    """The manifest of a conversion, its ``splits`` checked against the files; DataError if half-converted."""
+    path = root / MANIFEST
+    rerun = (
+        "re-run the converter with the same arguments to finish it (it resumes), e.g. "
+        f"`{conversion_command(root, max_objects)}`"
+    )
+    manifest = load_converted_manifest(root, MANIFEST, FORMAT, "splits", dict, rerun)
+    if manifest.get("max_objects") != max_objects:
+        raise DataError(
+            f"{path}: this folder holds CLEVR images with at most {manifest.get('max_objects')} objects, not "
+            f"{max_objects}; point data.root at a conversion made with --max-objects {max_objects}"
+        )
+    for split in splits:
+        items = manifest["splits"].get(split)
+        if not isinstance(items, list):
+            raise DataError(f"{path}: no {split!r} split; {rerun}")
+        present = set(os.listdir(root / split)) if (root / split).is_dir() else set()
+        missing = [item["id"] for item in items if f"{item['id']}.npz" not in present]
+        if missing:
+            raise DataError(
+                f"{root} is half-converted: {len(missing)} of {len(items)} {split} images listed in {MANIFEST} "
+                f"are missing (e.g. {split}/{missing[0]}.npz); {rerun}"
+            )
+    return manifest
+
+
+class ClevrSource(StillImageSource):
+    """The converted images of one split (see the module docstring), as one-frame videos.
+
+    Args:
+        root: the converted dataset (``<root>/index.json``, ``<root>/<split>/<id>.npz``).
+        split: ``train``, ``val`` or ``test``.
+        max_objects: the conversion's ``--max-objects`` (checked against the manifest).
+        crop: apply Slot Attention's crop (:data:`CROP`).
+    """
+
+    def __init__(self, root: str | Path, split: str, max_objects: int = 6, crop: bool = True) -> None:
+        super().__init__(crop)
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
+        self.root = Path(root).expanduser()
+        self.split_dir = self.root / split
+        if not self.root.is_dir():
+            raise DataError(
+                f"CLEVR (with masks) not found: {self.root} does not exist (looked for {self.root / MANIFEST}). "
+                f"Convert the published TFRecord file once: {download_hint()}, then run "
+                f"`{conversion_command(self.root, max_objects)}`"
+            )
+        manifest = load_manifest(self.root, max_objects, (split,))
+        self.ids = [str(item["id"]) for item in manifest["splits"][split]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def video_id(self, index: int) -> str:
+        return self.ids[index]
+
+    def crop_window(self, height: int, width: int) -> tuple[slice, slice]:
+        return CROP
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored image ``index``: uint8 ``[240, 320, 3]`` and uint8 entity ids ``[240, 320]``, checked."""
+        path = self.split_dir / f"{self.ids[index]}.npz"
+        try:
+            with np.load(path) as stored:
+                image, ids = stored["image"], stored["ids"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise DataError(f"{path}: unreadable ({error}); delete it and re-run the converter") from error
+        if (
+            image.shape != (*IMAGE_SIZE, 3)
+            or image.dtype != np.uint8
+            or ids.shape != IMAGE_SIZE
+            or ids.dtype != np.uint8
+        ):
+            raise DataError(
+                f"{path}: image is {image.dtype} {image.shape} and ids {ids.dtype} {ids.shape}, expected uint8 "
+                f"{(*IMAGE_SIZE, 3)} and {IMAGE_SIZE}; delete it and re-run the converter"
+            )
+        return image, ids
+
+
+class ClevrDataModule(StoredVideoDataModule):
+    """CLEVR6 (or CLEVR10), converted by ``scripts/convert_clevr.py`` (see :mod:`ocl.data.clevr`), as
+    one-frame videos.
+
+    Args:
+        root: the converted dataset (``<root>/index.json``).
+        max_objects: the conversion's ``--max-objects`` (6: CLEVR6, 10: CLEVR10).
+        crop: apply Slot Attention's 192 x 192 crop before the transforms.
+        **kwargs: clip lengths (1: images), transforms and loader settings of
+            :class:`~ocl.data.datamodule.StoredVideoDataModule`.
+    """
+
+    def __init__(self, root: str, max_objects: int = 6, crop: bool = True, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
+        self.max_objects = max_objects
+        self.crop = crop
+
+    def open_source(self, split: str) -> ClevrSource:
+        return ClevrSource(self.root, split, self.max_objects, self.crop)

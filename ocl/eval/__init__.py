@@ -1,0 +1,1 @@
+"""Evaluations that run on frozen features rather than on a trained method's slots."""
