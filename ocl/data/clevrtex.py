@@ -94,11 +94,6 @@ def index_images(folder: Path, variant: str) -> list[Path]:
     return [images[number] for number in range(len(images))]
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """uint8 object ids ``[H, W]`` of a ``_flat.png`` mask (its palette indices); DataError naming a bad file."""
-    return read_palette_indices(path, "CLEVRTex masks")
-
-
 class ClevrTexSource(StillImageSource):
     """The images of one CLEVRTex split (see the module docstring), as one-frame videos.
 
@@ -133,7 +128,7 @@ class ClevrTexSource(StillImageSource):
         path = self.images[index]
         image = read_rgb(path)
         mask_path = path.with_name(path.name.replace(".png", MASK_SUFFIX))
-        ids = read_mask(mask_path)
+        ids = read_palette_indices(mask_path, "CLEVRTex masks")  # _flat.png: palette indices = object ids
         if ids.shape != image.shape[:2]:
             raise DataError(
                 f"{mask_path} is {ids.shape[0]}x{ids.shape[1]} (HxW) but its image {path.name} is "

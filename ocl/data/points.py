@@ -1,6 +1,6 @@
 """Weak point supervision (SLASH): object centres from ground-truth masks on a labelled subset.
 
-A data module with ``point_labels`` (``configs/data/point_labels/slash.yaml``) marks a seeded
+A data module with ``point_labels`` (``data.point_labels`` in ``configs/experiment/slash_*.yaml``) marks a seeded
 ``labelled_fraction`` of its training set as labelled, gives every training item a ``points``
 entry (:mod:`ocl.data.batch`; all NaN for unlabelled items) and composes each batch of
 ``batch_fraction`` labelled items (:class:`~ocl.data.sampling.LabelledMixSampler`).
