@@ -8,13 +8,19 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from ocl.callbacks.preemption import RunPreempted
     from ocl.cli import train
     from ocl.data.errors import DataError, user_message
+    from ocl.data.sampling import ShardingError
 
     try:
         metrics = train(cfg, list(HydraConfig.get().overrides.task))
     except DataError as error:
         raise SystemExit(user_message(error)) from None
+    except RunPreempted as stop:
+        raise SystemExit(str(stop)) from None
+    except ShardingError as error:
+        raise SystemExit(f"error: {error}") from None
     return metrics.get("val/video_fg_ari")
 
 

@@ -14,19 +14,28 @@ import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ocl.callbacks.preemption import automatic_resume_path
 from ocl.callbacks.run_config import RunConfigInCheckpoint
 from ocl.data.errors import DataError
 from ocl.methods.base import ObjectCentricMethod
+from ocl.utils.compile import compile_model_parts, compile_options
+from ocl.utils.run_identity import describe_run, write_run_identity
 
 log = logging.getLogger(__name__)
 
-# Frozen encoders stay in eval mode on purpose (ocl.modules.vit.FrozenViT); Lightning warns about it.
+# Frozen encoders stay in eval mode on purpose (ocl.modules.vit.ViTEncoder); Lightning warns about it.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", module="lightning")
 
-EVAL_IGNORED_TRAIN_OVERRIDES = ("hydra", "ckpt_path", "logger", "callbacks", "debug", "trainer")
+EVAL_IGNORED_TRAIN_OVERRIDES = ("hydra", "ckpt_path", "logger", "callbacks", "debug", "trainer", "compile")
 """Prefixes of training overrides that ``eval.py`` does not replay (they concern training only)."""
+
+
+class UsageError(ValueError):
+    """The command asks for something its config cannot do (e.g. an evaluation without a checkpoint);
+    entry points print the message alone."""
 
 
 def build_model(cfg: DictConfig) -> ObjectCentricMethod:
@@ -64,6 +73,7 @@ def report_metrics(metrics: dict[str, float], output_dir: Path, title: str) -> P
     for name in sorted(metrics):
         table.add_row(name, f"{metrics[name]:.4f}")
     Console().print(table)
+    output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "metrics.json"
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"metrics written to {path}")
@@ -79,19 +89,30 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> dict[str, float]:
     """Fit ``cfg.model`` on ``cfg.data``; validate the final weights; return their metrics.
 
     ``overrides`` (the command line that composed ``cfg``) are stored in each checkpoint so
-    that ``eval.py`` can recompose the run's config.
+    that ``eval.py`` can recompose the run's config. ``<run folder>/run.json`` records the run's
+    experiment, method, dataset, seed and git commit (:mod:`ocl.utils.run_identity`).
+    Without ``ckpt_path``, a run whose folder already holds checkpoints (a requeued job)
+    continues from them (:mod:`ocl.callbacks.preemption`); ``compile=true`` (or a mapping of
+    torch.compile options) compiles the model's parts (:mod:`ocl.utils.compile`).
     """
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    rank_zero_only(write_run_identity)(describe_run(cfg.name, cfg.seed, overrides=list(overrides)), output_dir)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
+    options = compile_options(cfg.get("compile"))
+    if options is not None:
+        log.info("compiled with torch.compile: %s", ", ".join(compile_model_parts(model, **options)))
     run_config = RunConfigInCheckpoint(list(overrides), OmegaConf.to_container(cfg, resolve=True))
     trainer = build_trainer(cfg, [run_config])
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config.config)
     log.info("run folder: %s", output_dir)
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path") or automatic_resume_path(trainer.callbacks)
+    if ckpt_path is not None:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.interrupted or trainer.fast_dev_run:
         return scalar_metrics(trainer, "val/")
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
@@ -99,9 +120,10 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> dict[str, float]:
         trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
     trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = scalar_metrics(trainer, "val/")
-    report_metrics(metrics, output_dir, f"validation after {trainer.global_step} steps")
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
-    print(f"trained and validated in {time.perf_counter() - started:.0f} s; peak memory {peak_gib:.2f} GiB")
+    if trainer.is_global_zero:  # DDP: the metrics are reduced over ranks; one report
+        report_metrics(metrics, output_dir, f"validation after {trainer.global_step} steps")
+        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+        print(f"trained and validated in {time.perf_counter() - started:.0f} s; peak memory {peak_gib:.2f} GiB")
     return metrics
 
 
@@ -144,8 +166,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ``cfg`` is the eval config composed from the checkpoint's training overrides followed by
     the command line's (``eval.py`` puts them in that order, so the command line wins).
     """
-    output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
+    if cfg.eval.mode == "label_propagation":
+        from ocl.eval.propagation_run import run_label_propagation  # imports this module
+
+        return run_label_propagation(cfg)
+    if cfg.eval.mode != "segmentation":
+        raise UsageError(f"unknown eval.mode {cfg.eval.mode!r}; the configs/eval protocols set it")
+    if not cfg.get("ckpt_path"):
+        raise UsageError("eval.py needs ckpt_path=<checkpoint> (written by train.py in <run folder>/checkpoints/)")
+    output_dir = Path(cfg.paths.output_dir)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     trainer = build_trainer(cfg)

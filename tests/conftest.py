@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -52,8 +55,32 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
     return [*TINY, f"paths.output_dir={tmp_path}"]
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``last.ckpt`` of a 2-step run of the tiny SAVi (:data:`TINY`), trained once per test session;
+    it stores its overrides as ``train.py`` does, so ``eval.py``/``predict.py`` rebuild its config."""
+    from ocl.cli import train
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    overrides = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]
+    train(compose_config([*overrides, f"paths.output_dir={run_dir}"]), overrides)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 def run_cli(script: str, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     """Run ``python <script> <args>`` in the repository, capturing text output (never raises on failure)."""
     return subprocess.run(
         [sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: an in-process run compared bit for bit with a subprocess started with
+    ``OMP_NUM_THREADS=1`` must reduce in the same order (float sums depend on the thread count)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -14,7 +14,7 @@ from conftest import CONFIG_DIR, REPO, compose_config
 from hydra.utils import instantiate
 from movi_fixtures import write_movi_tfds
 from omegaconf import OmegaConf
-from video_fixtures import write_ytvis
+from video_fixtures import write_ytvis, write_ytvos_train
 
 from ocl.cli import build_model, train
 from ocl.data.clevr import convert_clevr
@@ -68,6 +68,7 @@ def data_root(tmp_path_factory) -> Path:
         write_movi_tfds(tfds, variant=variant, size=32, frames=5)
         convert_movi(tfds / variant / "32x32" / "1.0.0", root / variant, variant, 32, progress=False)
     write_ytvis(root / "ytvis2021", 2021)
+    write_ytvos_train(root / "ytvos" / "train")
     download = tmp_path_factory.mktemp("clevr") / "clevr_with_masks_train.tfrecords"
     write_clevr_tfrecord(download, [3, 4, 5, 6])
     convert_clevr(download, root / "clevr6", 6, train_size=2, val_size=1, progress=False)
@@ -77,6 +78,14 @@ def data_root(tmp_path_factory) -> Path:
 def tiny_model_overrides(experiment: str) -> list[str]:
     """Shrink a real-data experiment's model to a few tokens (fixture frames are 32 x 32)."""
     model = compose_config([f"experiment={experiment}", "paths.output_dir=/unused"]).model
+    if "head" in model:  # SMTC: a 2 x 2 token grid, 2 semantic slots with 2 instances each
+        return [
+            f"model.encoder.image_size={2 * model.encoder.patch_size}",
+            "model.head.fusion.reference_grid=[2,2]",
+            "model.head.attention.num_semantic=2",
+            "model.head.attention.num_instances=2",
+            "model.eval_losses=true",
+        ]
     if "patch_size" in model.encoder:  # frozen ViT: a 3 x 3 token grid (the 3-D SSIM window)
         size = 3 * model.encoder.patch_size
         return [f"model.encoder.image_size={size}", "model.decoder.hidden_dims=[16]", "data.frame_stride=1"]
@@ -101,7 +110,7 @@ def test_real_data_experiment_runs_on_published_format_fixtures(experiment, data
             "data.batch_size=2",
             "data.val_batch_size=1",
             "data.num_workers=0",
-            *(["data.num_val_videos=1"] if "ytvis" in experiment else []),
+            *(["data.num_val_videos=1"] if "ytvis" in experiment or "ytvos" in experiment else []),
             "trainer.precision=32-true",
             "debug=fast_dev_run",
             "callbacks.progress_bar=null",

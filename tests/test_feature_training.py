@@ -10,7 +10,7 @@ import torch
 from conftest import compose_config, run_cli
 
 from ocl.cli import train
-from ocl.methods.feature_video import ENCODER_FINGERPRINT
+from ocl.methods.encoder_weights import FINGERPRINT_KEY
 
 FEATURE_TINY = [
     "data.train_size=16",
@@ -78,7 +78,7 @@ def test_pretrained_encoder_is_left_out_of_checkpoints_and_checked_on_eval(tmp_p
     assert trained_run.returncode == 0, trained_run.stderr[-3000:]
     checkpoint = torch.load(train_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert not any(key.startswith("encoder.") for key in checkpoint["state_dict"])
-    assert ENCODER_FINGERPRINT in checkpoint
+    assert "encoder." in checkpoint[FINGERPRINT_KEY]
     last = f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}"
     evaluated = run_cli("eval.py", [last, f"hydra.run.dir={tmp_path / 'e'}"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -18,7 +18,7 @@ from ocl.data.batch import IGNORE_ID
 from ocl.eval.label_propagation import PropagationSettings, downsample_labels, propagate_labels, video_features
 from ocl.metrics.jandf import j_and_f
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "eval" / "label_propagation"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "eval" / "propagation"
 
 
 def load_settings(name: str) -> PropagationSettings:
@@ -54,8 +54,12 @@ def frames_1d(*rows: list[torch.Tensor]) -> torch.Tensor:
 
 
 def test_configs_hold_the_published_settings():
-    assert load_settings("stride8") == PropagationSettings(topk=40, radius=40, temperature=0.05, n_context=20)
-    assert load_settings("stride16") == PropagationSettings(topk=7, radius=7, temperature=0.2, n_context=20)
+    assert load_settings("stride8") == PropagationSettings(
+        topk=40, radius=40, temperature=0.05, n_context=20, feature_stride=8
+    )
+    assert load_settings("stride16") == PropagationSettings(
+        topk=7, radius=7, temperature=0.2, n_context=20, feature_stride=16
+    )
 
 
 @pytest.mark.parametrize(
@@ -66,6 +70,7 @@ def test_configs_hold_the_published_settings():
         {"radius": 0},
         {"temperature": 0.0},
         {"n_context": -1},
+        {"feature_stride": 0},
     ],
 )
 def test_bad_settings_raise(kwargs):

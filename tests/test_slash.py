@@ -40,7 +40,7 @@ def test_wnconv_kernel_learns_and_stays_positive_with_sum_one():
     optimizer = torch.optim.Adam(corrector.parameters(), lr=0.05)
     inputs, target = torch.randn(4, 36, 8), torch.randn(4, 3, 8)
     for _ in range(5):
-        slots, attention, _ = corrector(torch.randn(4, 3, 8), inputs, grid=(6, 6))
+        slots, attention = corrector(torch.randn(4, 3, 8), inputs, grid=(6, 6))[:2]
         loss = (slots - target).pow(2).mean() + attention[:, 0].std()
         optimizer.zero_grad()
         loss.backward()
@@ -53,7 +53,7 @@ def test_wnconv_kernel_learns_and_stays_positive_with_sum_one():
 @pytest.mark.parametrize("variant", ["gaussian", "conv"])
 def test_other_ark_variants_run_and_only_conv_learns(variant):
     corrector = SlotAttention(input_dim=4, slot_dim=4, ark=variant)
-    slots, attention, _ = corrector(torch.randn(2, 3, 4), torch.randn(2, 15, 4), grid=(3, 5))
+    slots, attention = corrector(torch.randn(2, 3, 4), torch.randn(2, 15, 4), grid=(3, 5))[:2]
     torch.testing.assert_close(attention.sum(dim=1), torch.ones(2, 15))
     slots.sum().backward()
     learned = [p for p in corrector.ark.parameters()]

@@ -89,13 +89,13 @@ def test_cyclic_inference_takes_frames_before_the_last_from_the_backward_pass():
         state = processor.initialiser(2)
         forward = []
         for t in range(4):
-            state, attn, _ = processor.corrector(state, features[:, t], num_iterations=2 if t == 0 else None)
+            state, attn = processor.corrector(state, features[:, t], num_iterations=2 if t == 0 else None)[:2]
             forward.append((state, attn))
             state = processor.predictor(state)
         state = processor.predictor(forward[-1][0])
         backward = {}
         for t in (2, 1, 0):
-            state, attn, _ = processor.corrector(state, features[:, t])
+            state, attn = processor.corrector(state, features[:, t])[:2]
             backward[t] = (state, attn)
             state = processor.predictor(state)
     for t in range(3):

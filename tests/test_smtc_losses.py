@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 
 from ocl.losses.smtc import (
+    EXHAUSTIVE_MATCHING_MAX,
+    hungarian_matches,
     instance_consistency,
     instance_validity,
     mask_diversity,
@@ -197,6 +200,19 @@ def instance_inputs(seed=0, batch=2, frames=2, semantics=2, instances=3, dim=4):
     valid_s = torch.rand(batch, frames, semantics, instances) > 0.3
     valid_t = torch.rand(batch, frames, semantics, instances) > 0.3
     return student, teacher, valid_s, valid_t
+
+
+@pytest.mark.parametrize("size", [1, 4, EXHAUSTIVE_MATCHING_MAX, EXHAUSTIVE_MATCHING_MAX + 1])
+def test_matching_is_the_optimal_assignment_on_both_paths(size):
+    torch.manual_seed(size)
+    similarity = torch.randn(3, 5, size, size)
+    matched = hungarian_matches(similarity)
+    assert matched.shape == similarity.shape and matched.dtype == torch.bool
+    for index in itertools.product(range(3), range(5)):
+        rows, cols = linear_sum_assignment(similarity[index].numpy(), maximize=True)
+        expected = torch.zeros(size, size, dtype=torch.bool)
+        expected[rows, cols] = True
+        assert torch.equal(matched[index], expected)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

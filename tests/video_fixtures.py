@@ -1,8 +1,9 @@
-"""Tiny YouTube-VIS (2019 and 2021 layouts) and DAVIS-2017 folders in their published formats.
+"""Tiny YouTube-VIS (2019, 2021), YouTube-VOS (train frames) and DAVIS-2017 folders in their published formats.
 
 Each writer returns what a reader must give back: the frames as PIL decodes the written JPEGs
 (uint8 ``[T, H, W, 3]``) and the expected instance ids (int64 ``[T, H, W]``, 0 background,
-``IGNORE_ID`` for overlaps / void), built from the boolean object masks, not from the files.
+``IGNORE_ID`` for overlaps / void), built from the boolean object masks, not from the files
+(YouTube-VOS: frames only, its labels are not read).
 """
 
 from __future__ import annotations
@@ -279,3 +280,43 @@ def assert_whole_video_batches_match(loader, videos: list[FixtureVideo], transfo
         assert torch.equal(batch["meta"]["frame_indices"], torch.arange(len(video.frames))[None])
         torch.testing.assert_close(batch["video"][0], frames, rtol=0, atol=0)
         assert torch.equal(batch["masks"][0], masks)
+
+
+YTVOS_VIDEOS = {
+    "2c3d4e5f6a": (13, 24, 32),
+    "0a1b2c3d4e": (14, 24, 32),
+    "3d4e5f6a7b": (13, 24, 32),
+    "1b2c3d4e5f": (5, 32, 24),
+}
+"""Video id -> (stored frames, height, width) of :func:`write_ytvos_train`, in writing (not id) order."""
+
+
+@dataclass
+class YTVOSFixture:
+    """A written YouTube-VOS ``train`` folder (``root`` = data.root) and the decoded frames ``[T, H, W, 3]`` per id."""
+
+    root: Path
+    frames: dict[str, np.ndarray]
+
+    def jpeg(self, video: str, frame: int) -> Path:
+        """Path of stored frame ``frame`` (named by its index in the 30 fps video, every 5th)."""
+        return self.root / "JPEGImages" / video / f"{5 * frame:05d}.jpg"
+
+
+def write_ytvos_train(root: Path, seed: int = 0) -> YTVOSFixture:
+    """The ``train`` folder of YouTube-VOS ``train.zip``: ``JPEGImages/<id>/00000.jpg, 00005.jpg, ...``,
+    palette PNGs in ``Annotations/<id>/`` (one object box per frame) and ``meta.json``, for the videos of
+    :data:`YTVOS_VIDEOS`. With 4-frame clips 4 stored frames apart (span 13), ``1b2c3d4e5f`` is too short."""
+    rng = np.random.default_rng(seed)
+    frames, meta = {}, {}
+    for name, (length, height, width) in YTVOS_VIDEOS.items():
+        written = []
+        for t, frame in enumerate(random_frames(rng, length, height, width)):
+            written.append(write_jpeg(root / "JPEGImages" / name / f"{5 * t:05d}.jpg", frame))
+            ids = box(height, width, 2 + t % 4, 3, 12, 14).astype(np.uint8)
+            write_palette_png(root / "Annotations" / name / f"{5 * t:05d}.png", ids)
+        frames[name] = np.stack(written)
+        stems = [f"{5 * t:05d}" for t in range(length)]
+        meta[name] = {"objects": {"1": {"category": "person", "frames": stems}}}
+    (root / "meta.json").write_text(json.dumps({"videos": meta}))
+    return YTVOSFixture(root, frames)

@@ -21,6 +21,19 @@ def slot_palette(num_slots: int) -> torch.Tensor:
     return 1.0 - torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0) * 0.85
 
 
+def colour_slots(frames: torch.Tensor, slot_ids: torch.Tensor, num_slots: int, alpha: float = 0.5) -> torch.Tensor:
+    """Blend every pixel with its slot's colour: ``(1 - alpha) * frame + alpha * slot_palette(num_slots)[id]``.
+
+    Args:
+        frames: float ``[..., 3, H, W]`` in [0, 1].
+        slot_ids: int64 ``[..., H, W]`` in ``0..num_slots-1``.
+    Returns:
+        float ``[..., 3, H, W]``.
+    """
+    colours = slot_palette(num_slots).to(frames.device)[slot_ids]  # [..., H, W, 3]
+    return (1 - alpha) * frames + alpha * colours.movedim(-1, -3)
+
+
 def render_overlay(video: torch.Tensor, masks: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """Panels per frame: input | argmax overlay | each slot's soft mask times the frame.
 
@@ -34,8 +47,7 @@ def render_overlay(video: torch.Tensor, masks: torch.Tensor, alpha: float = 0.5)
     num_slots = masks.shape[2]
     soft = F.interpolate(masks.flatten(0, 1).float(), size=(height, width), mode="bilinear", align_corners=False)
     soft = soft.unflatten(0, (batch, frames))  # [B, T, K, H, W]
-    colours = slot_palette(num_slots).to(video.device)[soft.argmax(dim=2)]  # [B, T, H, W, 3]
-    overlay = (1 - alpha) * video + alpha * colours.permute(0, 1, 4, 2, 3)
+    overlay = colour_slots(video, soft.argmax(dim=2), num_slots, alpha)
     per_slot = soft.unsqueeze(3) * video.unsqueeze(2)  # [B, T, K, 3, H, W]
     panels = torch.cat([video.unsqueeze(2), overlay.unsqueeze(2), per_slot], dim=2)  # [B, T, K+2, 3, H, W]
     grid = panels.permute(1, 0, 4, 2, 5, 3).reshape(frames, batch * height, (num_slots + 2) * width, 3)

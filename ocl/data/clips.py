@@ -11,13 +11,30 @@ and crops as an uninterrupted one, whatever the number of workers).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ocl.data.errors import DataError
 from ocl.data.transforms import VideoTransform
+
+Video = TypeVar("Video")
+
+
+def hold_out_last(videos: Sequence[Video], split: str, num_val_videos: int, where: str) -> list[Video]:
+    """``val``: the last ``num_val_videos`` of ``videos``, ``train``: the others (the YouTube-VIS / -VOS
+    hold-out of VideoSAUR and SlotContrast). ``where`` names the list in errors (e.g. "the train JSON")."""
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown split {split!r}; known: 'train', 'val'")
+    if not 0 < num_val_videos < len(videos):
+        raise DataError(
+            f"num_val_videos={num_val_videos} must be between 1 and {len(videos) - 1}: {where} has "
+            f"{len(videos)} videos and both splits need at least one"
+        )
+    return list(videos[:-num_val_videos] if split == "train" else videos[-num_val_videos:])
 
 
 class VideoSource(ABC):

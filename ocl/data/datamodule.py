@@ -22,7 +22,12 @@ from ocl.data.batch import META, VIDEO
 from ocl.data.clips import ClipDataset, SeededDraws, VideoSource
 from ocl.data.errors import DataError
 from ocl.data.points import PointLabels, WithPointLabels
-from ocl.data.sampling import LabelledMixSampler, ResumableRandomSampler
+from ocl.data.sampling import (
+    LabelledMixSampler,
+    ResumableRandomSampler,
+    RoundRobinBatchSampler,
+    check_every_rank_gets_a_batch,
+)
 from ocl.data.synthetic import SyntheticVideoDataset, get_level
 from ocl.data.transforms import VideoTransform
 
@@ -107,16 +112,24 @@ class VideoDataModule(lightning.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__} has no {name} dataset: call setup() first")
         return dataset
 
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler[int] | None = None) -> DataLoader:
-        """A loader over ``dataset`` with this module's worker settings.
+    def _loader(
+        self,
+        dataset: Dataset,
+        batch_size: int | None,
+        sampler: Sampler[int] | None = None,
+        batch_sampler: Sampler[list[int]] | None = None,
+    ) -> DataLoader:
+        """A loader over ``dataset`` with this module's worker settings (``batch_size=None`` with
+        a ``batch_sampler``).
 
         Workers run torch on one thread and collate into shared memory, so they keep
         :func:`collate_videos`; the main process collates with :func:`collate_single_threaded`.
         """
         return DataLoader(
             dataset,
-            batch_size=batch_size,
+            batch_size=1 if batch_sampler is not None else batch_size,
             sampler=sampler,
+            batch_sampler=batch_sampler,
             collate_fn=collate_videos if self.num_workers > 0 else collate_single_threaded,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -148,6 +161,8 @@ class VideoDataModule(lightning.LightningDataModule):
                 raise ValueError("ocl trains for a number of optimiser steps: set trainer.max_steps (> 0)")
             steps, rank, world_size = (trainer.global_step, trainer.max_steps), trainer.global_rank, trainer.world_size
             accumulate = trainer.accumulate_grad_batches
+            if self.val_set is not None:  # fail now rather than at the first validation
+                check_every_rank_gets_a_batch(len(self.val_set), self.val_batch_size, world_size)
         if self.point_labels is not None:
             return self._point_labelled_loader(dataset, draws, steps, rank, world_size, accumulate)
         if steps is None:
@@ -200,13 +215,22 @@ class VideoDataModule(lightning.LightningDataModule):
         )
         return self._loader(WithPointLabels(dataset, labelled, labels.max_objects), self.batch_size, sampler)
 
+    def _evaluation_loader(self, dataset: Dataset) -> DataLoader:
+        """Batches of ``val_batch_size`` in dataset order; under DDP every rank gets whole
+        one-process batches in turn (:class:`~ocl.data.sampling.RoundRobinBatchSampler`), so the
+        metrics equal one process's."""
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        batches = RoundRobinBatchSampler(len(dataset), self.val_batch_size, rank, world_size)
+        return self._loader(dataset, None, batch_sampler=batches)
+
     def val_dataloader(self) -> DataLoader:
-        """Validation batches in dataset order."""
-        return self._loader(self._dataset(self.val_set, "val"), self.val_batch_size)
+        """Validation batches in dataset order (see :meth:`_evaluation_loader`)."""
+        return self._evaluation_loader(self._dataset(self.val_set, "val"))
 
     def test_dataloader(self) -> DataLoader:
         """Test batches in dataset order (``python eval.py ... eval.split=test``)."""
-        return self._loader(self._dataset(self.test_set, "test"), self.val_batch_size)
+        return self._evaluation_loader(self._dataset(self.test_set, "test"))
 
 
 class SyntheticDataModule(VideoDataModule):

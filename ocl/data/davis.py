@@ -31,7 +31,7 @@ from ocl.data.batch import IGNORE_ID
 from ocl.data.clips import VideoSource
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
-from ocl.data.images import read_palette_indices, read_rgb
+from ocl.data.images import list_stems, read_palette_indices, read_rgb
 from ocl.metrics.jandf import JAndF
 
 RESOLUTIONS = ("480p", "Full-Resolution")
@@ -51,13 +51,6 @@ def read_annotation(path: Path) -> np.ndarray:
     labels = values.astype(np.int16)
     labels[values == VOID] = IGNORE_ID
     return labels
-
-
-def _stems(folder: Path, suffix: str) -> list[str]:
-    """Sorted names (without ``suffix``) of the ``*suffix`` files in ``folder``; DataError if it is missing."""
-    if not folder.is_dir():
-        raise DataError(f"{folder} does not exist; the download is incomplete")
-    return sorted(path.name[: -len(suffix)] for path in folder.iterdir() if path.name.endswith(suffix))
 
 
 def _read_image_set(path: Path) -> list[str]:
@@ -97,8 +90,8 @@ class DavisSource(VideoSource):
         self.frames = [self._frame_names(sequence) for sequence in self.sequences]
 
     def _frame_names(self, sequence: str) -> list[str]:
-        frames = _stems(self.image_dir / sequence, ".jpg")
-        annotations = _stems(self.annotation_dir / sequence, ".png")
+        frames = list_stems(self.image_dir / sequence, ".jpg")
+        annotations = list_stems(self.annotation_dir / sequence, ".png")
         if not frames:
             raise DataError(f"{self.image_dir / sequence} has no JPEG frames")
         missing = sorted(set(frames) - set(annotations))

@@ -1,4 +1,4 @@
-"""Reading image files of the datasets stored as frames or images (YouTube-VIS, DAVIS, CLEVRTex)."""
+"""Reading image files of the datasets stored as frames or images (YouTube-VIS, YouTube-VOS, DAVIS, CLEVRTex)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ import numpy as np
 from PIL import Image
 
 from ocl.data.errors import DataError
+
+
+def list_stems(folder: Path, suffix: str) -> list[str]:
+    """Sorted names (without ``suffix``) of the ``*suffix`` files in ``folder`` (e.g. a video's frames);
+    DataError if the folder is missing."""
+    if not folder.is_dir():
+        raise DataError(f"{folder} does not exist; the download is incomplete")
+    return sorted(path.name[: -len(suffix)] for path in folder.iterdir() if path.name.endswith(suffix))
 
 
 def read_rgb(path: Path) -> np.ndarray:

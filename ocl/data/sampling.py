@@ -4,6 +4,7 @@ Lightning restarts the data iterator when a run resumes mid-epoch; a plain shuff
 would then replay the epoch's first batches. This sampler is one long stream of indices
 (the concatenation of seeded permutations of the dataset) that starts at the sample the
 resumed run would have read next, and shards the stream across DDP ranks itself.
+Evaluation loaders deal whole one-process batches to the ranks (:class:`RoundRobinBatchSampler`).
 """
 
 from __future__ import annotations
@@ -154,3 +155,57 @@ class LabelledMixSampler(Sampler):
 
     def __len__(self) -> int:
         return (self.start_batch + self.num_batches) * self.batch_size
+
+
+class ShardingError(ValueError):
+    """The evaluation data cannot be dealt to the DDP ranks; the message names the setting to
+    change (entry points print it alone)."""
+
+
+def check_every_rank_gets_a_batch(dataset_size: int, batch_size: int, world_size: int) -> None:
+    """Raise :class:`ShardingError` if ``dataset_size`` items in batches of ``batch_size`` leave a
+    DDP rank without an evaluation batch (its metrics and logged values could not join the
+    other ranks' reductions)."""
+    num_batches = -(-dataset_size // batch_size)
+    if world_size > 1 and num_batches < world_size:
+        raise ShardingError(
+            f"{dataset_size} evaluation samples in batches of {batch_size} (data.val_batch_size) fill "
+            f"{num_batches} batch(es), fewer than the {world_size} DDP ranks: set data.val_batch_size to at most "
+            f"{max(1, dataset_size // world_size)} (or use fewer devices) so that every rank gets a batch"
+        )
+
+
+def global_batch_index(local_index: int, rank: int, world_size: int) -> int:
+    """The one-process index of rank ``rank``'s ``local_index``-th batch under :class:`RoundRobinBatchSampler`."""
+    return local_index * world_size + rank
+
+
+class RoundRobinBatchSampler(Sampler):
+    """Evaluation batches of one process, dealt to DDP ranks in turn.
+
+    Batch ``g`` holds indices ``g * batch_size .. min((g + 1) * batch_size, dataset_size) - 1``
+    (dataset order, the last batch may be short), exactly as one process batches them; rank
+    ``r`` yields batches ``r, r + world_size, r + 2 * world_size, ...``. Nothing is padded or
+    repeated (unlike ``DistributedSampler``), and every batch is the one-process batch, so
+    per-batch results (a loss pooling its batch, the evaluation seed of batch ``g``: see
+    :func:`global_batch_index`) and summed metric states equal one process's.
+
+    Raises:
+        ShardingError: see :func:`check_every_rank_gets_a_batch`.
+    """
+
+    def __init__(self, dataset_size: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        check_every_rank_gets_a_batch(dataset_size, batch_size, world_size)
+        self.dataset_size = dataset_size
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.num_batches = -(-dataset_size // batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for local in range(len(self)):
+            start = global_batch_index(local, self.rank, self.world_size) * self.batch_size
+            yield list(range(start, min(start + self.batch_size, self.dataset_size)))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_batches, self.world_size))

@@ -77,7 +77,7 @@ def read_clip(path: str | Path, frame_indices: Sequence[int] | np.ndarray) -> np
 
 
 def read_clip_pyav(path: str | Path, frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:
-    """The frames :func:`read_clip` returns, decoded by PyAV (an optional dependency: ``pip install av``).
+    """The frames :func:`read_clip` returns, decoded by PyAV.
 
     Frame ``i`` is the ``i``-th timestamp of the first video stream in presentation order. The
     packets are indexed first (demuxed, not decoded); each wanted frame is then reached by

@@ -40,7 +40,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ocl.data.batch import IGNORE_ID
-from ocl.data.clips import VideoSource
+from ocl.data.clips import VideoSource, hold_out_last
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
 from ocl.data.images import read_rgb
@@ -191,7 +191,7 @@ class YTVISSource(VideoSource):
 
     Args:
         image_dir: ``root/train/JPEGImages``.
-        videos: the videos of the split (see :func:`load_ytvis_annotations`, :func:`split_videos`).
+        videos: the videos of the split (see :func:`load_ytvis_annotations`, :func:`~ocl.data.clips.hold_out_last`).
         json_path: the JSON they come from (named in error messages).
 
     The existence of every listed frame is checked here; frame decoding, frame sizes and mask
@@ -244,18 +244,6 @@ class YTVISSource(VideoSource):
         return labels
 
 
-def split_videos(videos: Sequence[YTVISVideo], split: str, num_val_videos: int) -> list[YTVISVideo]:
-    """``val``: the last ``num_val_videos`` videos of the train JSON, ``train``: the others."""
-    if split not in ("train", "val"):
-        raise ValueError(f"unknown YouTube-VIS split {split!r}; known: 'train', 'val'")
-    if not 0 < num_val_videos < len(videos):
-        raise DataError(
-            f"num_val_videos={num_val_videos} must be between 1 and {len(videos) - 1}: the train JSON has "
-            f"{len(videos)} videos and both splits need at least one"
-        )
-    return list(videos[:-num_val_videos] if split == "train" else videos[-num_val_videos:])
-
-
 class YTVISDataModule(StoredVideoDataModule):
     """YouTube-VIS 2019 or 2021 (see the module docs for layout, labels and splits).
 
@@ -306,5 +294,7 @@ class YTVISDataModule(StoredVideoDataModule):
                 )
             self._videos = load_ytvis_annotations(self.json_path)
         return YTVISSource(
-            self.root / IMAGE_DIR, split_videos(self._videos, split, self.num_val_videos), self.json_path
+            self.root / IMAGE_DIR,
+            hold_out_last(self._videos, split, self.num_val_videos, "the train JSON"),
+            self.json_path,
         )

@@ -27,7 +27,7 @@ ICCV 2023, ``github.com/shvdiwnkozbw/SMTC``, which runs CRW's code in ``src/eval
   (CRW's ``dump_predictions``); channel ``m`` is object id ``m``.
 
 The radius is in cells of the grid the features are given on. SMTC's two settings
-(``configs/eval/label_propagation``) differ in that grid: the stride-8 setting (commit
+(``configs/eval/propagation``) differ in that grid: the stride-8 setting (commit
 ``4040186``) upsamples its ViT-S/16 features trilinearly to ``floor(H / 8) x floor(W / 8)``
 before normalising (``mapScale = 320 // 40``), so its radius 40 is 40 cells of 8 px; the
 stride-16 setting (commit ``d68a7c3``) resizes the frames to multiples of 16 and keeps the
@@ -63,12 +63,16 @@ class PropagationSettings:
             target position, in cells of the feature grid (Euclidean distance).
         temperature: softmax temperature of the kept affinities.
         n_context: previous frames in the context, besides the first frame.
+        feature_stride: pixels per cell of the feature grid the radius is counted on (16: a
+            ViT/16's own grid; 8: its features upsampled to ``H / 8 x W / 8``); used by the
+            evaluation run that computes the features (:mod:`ocl.eval.propagation_run`).
     """
 
     topk: int
     radius: float
     temperature: float
     n_context: int
+    feature_stride: int = 16
 
     def __post_init__(self) -> None:
         if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
@@ -79,6 +83,8 @@ class PropagationSettings:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
         if isinstance(self.n_context, bool) or not isinstance(self.n_context, int) or self.n_context < 0:
             raise ValueError(f"n_context must be an integer >= 0, got {self.n_context!r}")
+        if isinstance(self.feature_stride, bool) or not isinstance(self.feature_stride, int) or self.feature_stride < 1:
+            raise ValueError(f"feature_stride must be an integer >= 1, got {self.feature_stride!r}")
 
 
 def _check_labels(labels: torch.Tensor) -> None:

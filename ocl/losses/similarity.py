@@ -56,7 +56,9 @@ class TemporalFeatureSimilarity(LossTerm):
         keys, logits = output.extras[KEYS], output.extras[SIMILARITY_LOGITS]
         if keys.shape[1] < 2:
             raise ValueError("TemporalFeatureSimilarity needs clips of at least 2 frames")
-        with torch.no_grad():
-            targets = similarity_targets(keys, self.temperature)
-        log_probs = logits[:, :-1].float().log_softmax(dim=-1)
-        return -(targets * log_probs).sum(dim=-1).mean()
+        # fp32 with autocast off: mixed precision would compute the key affinities in 16 bits.
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            with torch.no_grad():
+                targets = similarity_targets(keys, self.temperature)
+            log_probs = logits[:, :-1].float().log_softmax(dim=-1)
+            return -(targets * log_probs).sum(dim=-1).mean()

@@ -19,10 +19,29 @@ Formula details follow the authors' training script (shvdiwnkozbw/SMTC ``src/tra
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+
+from ocl.losses.base import LossTerm
+from ocl.methods.output import ModelOutput
+
+SEMANTIC_LOGITS = "semantic_logits"
+"""``extras`` key: student's semantic attention logits ``[B, T, S, N]``."""
+SEMANTIC_SLOTS = "semantic_slots"
+"""``extras`` key: student's semantic slots ``[B, T, S, d]``."""
+INSTANCE_SLOTS = "instance_slots"
+"""``extras`` key: student's instance slots ``[B, T, S, I, d]``."""
+INSTANCE_EMBEDDINGS = "instance_embeddings"
+"""``extras`` key: student's projected, L2-normalised instance slots ``[B, T, S, I, d]``."""
+TEACHER = "teacher_"
+"""Prefix of the teacher's versions of the keys above; ``teacher_keys`` holds its encoder's keys
+``[B, T, N, D]`` (before correspondence fusion), which define the transport cost."""
+TEACHER_KEYS = TEACHER + "keys"
 
 LOG_FLOOR = 1e-8
 """Probabilities and marginals are clamped to this before the log (the authors add 1e-8)."""
@@ -164,8 +183,18 @@ def instance_validity(
         return (cosine > slot_threshold) & (coverage > area_threshold)[..., None]
 
 
+EXHAUSTIVE_MATCHING_MAX = 6
+"""Up to this many instances, :func:`hungarian_matches` scores every permutation on the tensor's device."""
+
+
 def hungarian_matches(similarity: torch.Tensor) -> torch.Tensor:
     """One-to-one matching maximising total similarity, per leading index.
+
+    With at most :data:`EXHAUSTIVE_MATCHING_MAX` instances (SMTC has 4) every permutation is scored
+    at once on the tensor's device (``I!`` candidates; the best is the optimal assignment, as the
+    Hungarian algorithm finds); larger problems go to SciPy's ``linear_sum_assignment`` one by one
+    on the CPU. The authors' code solves every (frame pair, video, semantic) problem with SciPy in
+    a Python loop: ``scripts/bench_smtc_matching.py`` measures the difference.
 
     Args:
         similarity: ``[..., I, I]`` (student instance, teacher instance).
@@ -173,12 +202,32 @@ def hungarian_matches(similarity: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[..., I, I]`` boolean, True at the matched (student, teacher) pairs.
     """
-    costs = (-similarity.detach().float()).cpu().numpy().reshape(-1, *similarity.shape[-2:])
+    size = similarity.shape[-1]
+    if similarity.shape[-2] != size:
+        raise ValueError(f"matching needs square [..., I, I] similarities, got {tuple(similarity.shape)}")
+    if size <= EXHAUSTIVE_MATCHING_MAX:
+        return exhaustive_matches(similarity.detach())
+    return scipy_matches(similarity.detach())
+
+
+def scipy_matches(similarity: torch.Tensor) -> torch.Tensor:
+    """:func:`hungarian_matches` by SciPy's ``linear_sum_assignment``, one problem at a time on the CPU."""
+    costs = (-similarity.float()).cpu().numpy().reshape(-1, *similarity.shape[-2:])
     matched = np.zeros(costs.shape, dtype=bool)
     for index, cost in enumerate(costs):
         rows, cols = linear_sum_assignment(cost)
         matched[index, rows, cols] = True
     return torch.from_numpy(matched).to(similarity.device).view(similarity.shape)
+
+
+def exhaustive_matches(similarity: torch.Tensor) -> torch.Tensor:
+    """:func:`hungarian_matches` by scoring all ``I!`` permutations of ``similarity [..., I, I]``."""
+    size = similarity.shape[-1]
+    permutations = torch.tensor(list(itertools.permutations(range(size))), device=similarity.device)  # [P, I]
+    rows = torch.arange(size, device=similarity.device)
+    totals = similarity.float()[..., rows, permutations].sum(dim=-1)  # [..., P]: row i matched to column perm[i]
+    best = permutations[totals.argmax(dim=-1)]  # [..., I]
+    return F.one_hot(best, size).bool()
 
 
 def instance_consistency(
@@ -228,3 +277,62 @@ def instance_consistency(
         push = ((~matched) * F.relu(similarity - push_margin)).sum(dim=-1) / max(instances - 1, 1)
         per_instance = valid_s * (push + matched_valid * (1.0 - pull))
         return per_instance.sum() / (valid_s.sum() * frames).clamp_min(1.0)
+
+
+class SemanticConsistencyLoss(LossTerm):
+    """:func:`semantic_consistency` of the student's semantic logits against the teacher's
+    assignment (softmax over semantics) with the teacher's keys as transport cost."""
+
+    def __init__(self, weight: float = 1.0, epsilon: float = 0.05, iterations: int = 3) -> None:
+        super().__init__(weight)
+        self.epsilon = epsilon
+        self.iterations = iterations
+
+    def forward(self, output: ModelOutput, batch: dict[str, Any]) -> torch.Tensor:
+        extras = output.extras
+        teacher_assignment = extras[TEACHER + SEMANTIC_LOGITS].softmax(dim=2)
+        return semantic_consistency(
+            extras[SEMANTIC_LOGITS], teacher_assignment, extras[TEACHER_KEYS], self.epsilon, self.iterations
+        )
+
+
+class MaskDiversityLoss(LossTerm):
+    """:func:`mask_diversity` of the student's soft semantic masks (softmax over semantics)."""
+
+    def forward(self, output: ModelOutput, batch: dict[str, Any]) -> torch.Tensor:
+        return mask_diversity(output.extras[SEMANTIC_LOGITS].softmax(dim=2))
+
+
+class InstanceConsistencyLoss(LossTerm):
+    """:func:`instance_consistency` of student and teacher instance embeddings, each side's
+    instances filtered by :func:`instance_validity` on its own slots and semantic masks."""
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        push_margin: float = 0.5,
+        slot_threshold: float = 0.5,
+        area_threshold: float = 0.2,
+        mask_threshold: float = 0.3,
+    ) -> None:
+        super().__init__(weight)
+        self.push_margin = push_margin
+        self.thresholds = (slot_threshold, area_threshold, mask_threshold)
+
+    def _validity(self, extras: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+        return instance_validity(
+            extras[prefix + SEMANTIC_SLOTS],
+            extras[prefix + INSTANCE_SLOTS],
+            extras[prefix + SEMANTIC_LOGITS].softmax(dim=2),
+            *self.thresholds,
+        )
+
+    def forward(self, output: ModelOutput, batch: dict[str, Any]) -> torch.Tensor:
+        extras = output.extras
+        return instance_consistency(
+            extras[INSTANCE_EMBEDDINGS],
+            extras[TEACHER + INSTANCE_EMBEDDINGS],
+            self._validity(extras, ""),
+            self._validity(extras, TEACHER),
+            self.push_margin,
+        )

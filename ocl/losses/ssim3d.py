@@ -91,11 +91,16 @@ class StructureSSIM3D(LossTerm):
         if output.reconstruction is None or output.target is None:
             raise ValueError("StructureSSIM3D needs a method whose output has 'reconstruction' and 'target'")
         grid = tuple(output.masks.shape[-2:])
-        prediction = as_volume(output.reconstruction.float(), grid)
-        target = as_volume(output.target.detach().float(), grid)
-        with torch.no_grad():
-            both = torch.cat([prediction.flatten(1), target.flatten(1)], dim=1)
-            low = both.min(dim=1).values.view(-1, 1, 1, 1, 1)
-            span = (both.max(dim=1).values.view(-1, 1, 1, 1, 1) - low).clamp_min(1e-8)
-        similarity = ssim3d((prediction - low) / span, (target - low) / span, self.window, self.sigma, self.k1, self.k2)
-        return 1.0 - similarity.mean()
+        # fp32 with autocast off: mixed precision would run the blurs in 16 bits, and the variances
+        # (differences of blurred squares) would lose their digits.
+        with torch.autocast(device_type=output.reconstruction.device.type, enabled=False):
+            prediction = as_volume(output.reconstruction.float(), grid)
+            target = as_volume(output.target.detach().float(), grid)
+            with torch.no_grad():
+                both = torch.cat([prediction.flatten(1), target.flatten(1)], dim=1)
+                low = both.min(dim=1).values.view(-1, 1, 1, 1, 1)
+                span = (both.max(dim=1).values.view(-1, 1, 1, 1, 1) - low).clamp_min(1e-8)
+            similarity = ssim3d(
+                (prediction - low) / span, (target - low) / span, self.window, self.sigma, self.k1, self.k2
+            )
+            return 1.0 - similarity.mean()

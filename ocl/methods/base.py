@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ocl.data.batch import VIDEO
+from ocl.data.sampling import global_batch_index
 from ocl.losses.base import LossTerm
 from ocl.methods.output import ModelOutput
 from ocl.utils.rng import capture_rng_state, restore_rng_state, seeded
@@ -37,6 +38,8 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
         scheduler: factory ``optimizer -> LRScheduler`` stepped every optimiser step, or None.
         eval_seed: seed of the random stream used inside validation/test steps (evaluations
             of the same weights always give the same numbers).
+        eval_losses: compute and log ``{stage}/loss`` in validation and test (False: only the
+            metrics, for methods whose losses are costly on whole videos, e.g. SMTC's frame pairs).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         eval_seed: int = 0,
+        eval_losses: bool = True,
     ) -> None:
         super().__init__()
         active = {name: term for name, term in losses.items() if term.weight != 0}
@@ -54,6 +58,7 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.eval_seed = eval_seed
+        self.eval_losses = eval_losses
 
     @abstractmethod
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
@@ -72,22 +77,30 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
         curriculum) read the output in ``on_train_batch_end``."""
         output = self(batch)
         total, terms = self.compute_losses(output, batch)
-        if not torch.isfinite(total):
+        # Decided on all DDP ranks together, so that no rank steps while another one stops.
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(total)), all=True):
             values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
             raise NonFiniteLossError(
-                f"non-finite training loss at step {self.global_step} ({values}); stopped before the optimiser "
-                "step, so the checkpoints already written are intact. Resume from the last one with ckpt_path=..."
+                f"non-finite training loss at step {self.global_step} (rank {self.global_rank}: {values}); stopped "
+                "before the optimiser step, so the checkpoints already written are intact. Resume from the last one "
+                "with ckpt_path=..."
             )
+        # Losses are averaged over DDP ranks (equal batches: the loss of the global batch, as on one process).
         batch_size = batch[VIDEO].shape[0]
-        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         for name, value in terms.items():
-            self.log(f"train/loss/{name}", value, batch_size=batch_size)
+            self.log(f"train/loss/{name}", value, batch_size=batch_size, sync_dist=True)
         return {"loss": total, "output": output.detach()}
 
     def _evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any]:
-        with seeded(self.eval_seed + batch_idx):
+        # The seed of the one-process batch: under DDP each rank evaluates whole batches in turn.
+        trainer = self._trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        with seeded(self.eval_seed + global_batch_index(batch_idx, rank, world_size)):
             output = self(batch)
+        if not self.eval_losses:
+            return {"output": output}
         total, _ = self.compute_losses(output, batch)
         self.log(f"{stage}/loss", total, batch_size=batch[VIDEO].shape[0], sync_dist=True)
         return {"loss": total, "output": output}
@@ -98,8 +111,16 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return self._evaluation_step(batch, batch_idx, "test")
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: one group of every trainable parameter. A group may
+        carry ``lr_scale`` (its learning rate is the configured one times it, through the schedule)
+        and any option of the optimiser (e.g. ``weight_decay``)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

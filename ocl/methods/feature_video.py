@@ -23,23 +23,11 @@ from torch import nn
 from ocl.data.batch import POINTS, VIDEO
 from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS
 from ocl.methods.base import ObjectCentricMethod
+from ocl.methods.encoder_weights import leave_out_frozen_encoder, put_back_frozen_encoder
 from ocl.methods.output import PREDICTED_POINTS, ModelOutput
 from ocl.modules.encoders import TokenMLP
 from ocl.modules.video import VideoSlotProcessor
-from ocl.modules.vit import FrozenViT, ViTFeatures
-
-ENCODER_PREFIX = "encoder."
-ENCODER_FINGERPRINT = "ocl_encoder_fingerprint"
-
-
-def encoder_fingerprint(encoder: nn.Module) -> float:
-    """A float64 checksum of the encoder's weights (sum of |w| weighted by position in each tensor)."""
-    total = 0.0
-    for tensor in encoder.state_dict().values():
-        flat = tensor.detach().double().flatten()
-        total += float((flat.abs() * torch.linspace(1.0, 2.0, flat.numel(), dtype=torch.float64)).sum())
-    return total
-
+from ocl.modules.vit import ViTEncoder, ViTFeatures
 
 DecoderFactory = Callable[..., nn.Module]
 """``(num_tokens=N, output_dim=C) -> decoder``; the decoder maps slots ``[B, K, d]`` to
@@ -70,7 +58,7 @@ class FeatureVideoMethod(ObjectCentricMethod):
 
     def __init__(
         self,
-        encoder: FrozenViT,
+        encoder: ViTEncoder,
         processor: VideoSlotProcessor,
         decoder: DecoderFactory,
         token_dim: int,
@@ -93,38 +81,25 @@ class FeatureVideoMethod(ObjectCentricMethod):
         self.decoder = decoder(num_tokens=self.num_tokens, output_dim=output_dim)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave pretrained encoder weights out (they are rebuilt from ``model.encoder.weights``;
-        ViT-B would add 340 MB to every checkpoint); keep a fingerprint to check them on load."""
         super().on_save_checkpoint(checkpoint)
-        if self.encoder.pretrained:
-            state = checkpoint["state_dict"]
-            for key in [k for k in state if k.startswith(ENCODER_PREFIX)]:
-                del state[key]
-            checkpoint[ENCODER_FINGERPRINT] = encoder_fingerprint(self.encoder)
+        leave_out_frozen_encoder(checkpoint, self.encoder, "encoder.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        if ENCODER_FINGERPRINT not in checkpoint:
-            return
-        if abs(checkpoint[ENCODER_FINGERPRINT] - encoder_fingerprint(self.encoder)) > 1e-6 * abs(
-            checkpoint[ENCODER_FINGERPRINT]
-        ):
-            raise ValueError(
-                f"the encoder weights loaded from model.encoder.weights ({self.encoder.model_name}) differ from "
-                "those the checkpoint was trained with; pass the same weights file (or 'hub') as in training"
-            )
-        checkpoint["state_dict"].update({ENCODER_PREFIX + k: v for k, v in self.encoder.state_dict().items()})
+        put_back_frozen_encoder(checkpoint, self.encoder, "encoder.")
 
     def encode(self, video: torch.Tensor) -> ViTFeatures:
         """``video [B, T, 3, H, W]`` -> frozen features of all frames (``[B*T, N, D]`` each)."""
         return self.encoder(video.flatten(0, 1))
 
-    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+    def forward(self, batch: dict[str, Any], previous_slots: torch.Tensor | None = None) -> ModelOutput:
+        """``previous_slots [B, K, d]``: continue a video from the slots of the frame before this
+        batch's first (see :class:`~ocl.modules.video.VideoSlotProcessor`); None starts it."""
         video = batch[VIDEO]
         batch_size, num_frames = video.shape[:2]
         encoded = self.encode(video)
         tokens = self.token_mlp(encoded.features).unflatten(0, (batch_size, num_frames))
-        slots, attention, points = self.processor(tokens, encoded.grid, batch.get(POINTS))
+        slots, attention, points = self.processor(tokens, encoded.grid, batch.get(POINTS), previous_slots)
         decoded, masks = self.decoder(slots.flatten(0, 1))
         decoded = decoded.unflatten(0, (batch_size, num_frames))
         height, width = encoded.grid

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -49,13 +50,15 @@ class SAVi(ObjectCentricMethod):
         self.processor.cyclic_inference = cyclic_inference
         self.decoder = decoder
 
-    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+    def forward(self, batch: dict[str, Any], previous_slots: torch.Tensor | None = None) -> ModelOutput:
+        """``previous_slots [B, K, d]``: continue a video from the slots of the frame before this
+        batch's first (see :class:`~ocl.modules.video.VideoSlotProcessor`); None starts it."""
         video = batch[VIDEO]
         batch_size, num_frames = video.shape[:2]
         frames = video.flatten(0, 1)
         features = self.encoder(frames).unflatten(0, (batch_size, num_frames))
         grid = token_grid(features.shape[2], video.shape[-2:])
-        slots, attention, points = self.processor(features, grid, batch.get(POINTS))
+        slots, attention, points = self.processor(features, grid, batch.get(POINTS), previous_slots)
         reconstruction, masks = self.decoder(slots.flatten(0, 1))
         size = reconstruction.shape[-2:]
         target = frames if frames.shape[-2:] == size else F.interpolate(frames, size=size, mode="area")

@@ -11,6 +11,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torchmetrics import Metric
 
@@ -52,8 +53,10 @@ class SegmentationMetrics(Callback):
     ``compute``, hence ``sync_dist=False`` when logging.
 
     A data module may add the metrics of its dataset's protocol with an ``extra_metrics()``
-    method (name -> metric; DAVIS adds J&F). A metric with ``compute_all()`` logs each of its
-    entries as ``{stage}/{key}``; one with ``skipped()`` also logs ``{stage}/{name}_skipped``.
+    method (name -> metric; DAVIS adds J&F), and so may a method (SMTC scores its semantic masks).
+    A metric with a ``mask_source`` attribute scores ``output.extras[mask_source]`` (same layout
+    as ``output.masks``) instead of ``output.masks``. A metric with ``compute_all()`` logs each of
+    its entries as ``{stage}/{key}``; one with ``skipped()`` also logs ``{stage}/{name}_skipped``.
 
     Args:
         metrics: name -> metric whose ``update(soft_masks [B, T, K, h, w], masks [B, T, H, W])``
@@ -65,10 +68,11 @@ class SegmentationMetrics(Callback):
         self.stage_metrics = {stage: {name: copy.deepcopy(m) for name, m in template.items()} for stage in STAGES}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        extra_metrics = getattr(trainer.datamodule, "extra_metrics", None)
-        for name, metric in (extra_metrics() if extra_metrics else {}).items():
-            for metrics in self.stage_metrics.values():
-                metrics.setdefault(name, copy.deepcopy(metric))
+        for owner in (trainer.datamodule, pl_module):
+            extra_metrics = getattr(owner, "extra_metrics", None)
+            for name, metric in (extra_metrics() if extra_metrics else {}).items():
+                for metrics in self.stage_metrics.values():
+                    metrics.setdefault(name, copy.deepcopy(metric))
 
     def _start(self, stage: str, pl_module: LightningModule) -> None:
         for metric in self.stage_metrics[stage].values():
@@ -84,15 +88,16 @@ class SegmentationMetrics(Callback):
                 f"SegmentationMetrics needs the {stage} step to return {{'output': ModelOutput}}, got {type(outputs)}"
             )
         masks = batch[MASKS]
-        metrics = self.stage_metrics[stage].values()
-        # One resize + count shared by every SegmentationMetric of the batch.
-        shared = any(isinstance(m, SegmentationMetric) for m in metrics)
-        table = segmentation_contingency(output.masks, masks) if shared else None
-        for metric in metrics:
+        tables: dict[str | None, torch.Tensor] = {}  # one resize + count per mask source, shared
+        for metric in self.stage_metrics[stage].values():
+            source = getattr(metric, "mask_source", None)
+            soft_masks = output.masks if source is None else output.extras[source]
             if isinstance(metric, SegmentationMetric):
-                metric.update(output.masks, masks, table=table)
+                if source not in tables:
+                    tables[source] = segmentation_contingency(soft_masks, masks)
+                metric.update(soft_masks, masks, table=tables[source])
             else:
-                metric.update(output.masks, masks)
+                metric.update(soft_masks, masks)
 
     def _end(self, stage: str, pl_module: LightningModule) -> None:
         for name, metric in self.stage_metrics[stage].items():

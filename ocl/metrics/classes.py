@@ -48,6 +48,10 @@ class SegmentationMetric(Metric):
     def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scores float64 [S], scored bool [S])`` of per-sample tables ``[S, P, M + 1]``."""
 
+    def sample_scores(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scores, scored)`` of the per-frame tables ``[B, T, P, M + 1]`` of a batch."""
+        return self.score(sample_tables(table, self.video))
+
     def update(self, soft_masks: torch.Tensor, true_masks: torch.Tensor, table: torch.Tensor | None = None) -> None:
         """Accumulate a batch.
 
@@ -58,7 +62,7 @@ class SegmentationMetric(Metric):
         """
         if table is None:
             table = segmentation_contingency(soft_masks, true_masks)
-        scores, scored = self.score(sample_tables(table, self.video))
+        scores, scored = self.sample_scores(table)
         self.score_sum += scores[scored].sum()
         self.num_scored += scored.sum()
         self.num_skipped += (~scored).sum()
@@ -119,3 +123,30 @@ class ObjectFragmentation(SegmentationMetric):
 
     def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return fragmentation_from_contingency(table, self.min_share)
+
+
+class LabelStability(SegmentationMetric):
+    """How often an object keeps the same predicted id from one frame to the next (higher is better).
+
+    In each frame, an object's id is the predicted id covering most of its pixels. A video's
+    score is the share of consecutive frame pairs, over its objects visible in both frames of a
+    pair, where that id is the same; videos without such pairs are skipped. It measures the
+    temporal consistency of masks whose ids carry meaning across frames (SMTC's semantic masks);
+    a method that puts everything in one mask scores 1, so read it beside FG-ARI or mBO.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(video=True, **kwargs)
+
+    def sample_scores(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score(table)
+
+    def score(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame tables ``[B, T, P, M + 1]`` -> one score per video."""
+        objects = table[..., 1:]  # [B, T, P, M]
+        visible = objects.sum(dim=2) > 0  # [B, T, M]
+        majority = objects.argmax(dim=2)
+        pairs = visible[:, 1:] & visible[:, :-1]
+        kept = (majority[:, 1:] == majority[:, :-1]) & pairs
+        counts = pairs.flatten(1).sum(dim=1)
+        return kept.flatten(1).sum(dim=1).double() / counts.clamp_min(1), counts > 0

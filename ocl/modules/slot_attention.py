@@ -18,11 +18,14 @@ class CorrectorOutput(NamedTuple):
         slots: ``[B, K, d]`` updated slots.
         attention: ``[B, K, N]`` last iteration's softmax over slots (sums to 1 over ``K``).
         points: ``[B, K, 2]`` last iteration's IPPE point predictions, or None without IPPE.
+        logits: ``[B, K, N]`` last iteration's attention logits (before the softmax; SMTC's
+            semantic areas threshold them).
     """
 
     slots: torch.Tensor
     attention: torch.Tensor
     points: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 class SlotAttention(nn.Module):
@@ -107,22 +110,33 @@ class SlotAttention(nn.Module):
         grid: tuple[int, int] | None = None,
         points: torch.Tensor | None = None,
         input_weights: torch.Tensor | None = None,
+        groups: int = 1,
     ) -> CorrectorOutput:
         """``slots [B, K, d]``, ``inputs [B, N, D]`` -> :class:`CorrectorOutput`.
 
         ``grid``: the ``(h, w)`` layout of the ``N`` tokens (row-major), needed by ARK.
         ``points``: ground-truth object centres ``[B, M, 2]`` (NaN = absent) for IPPE's weak
         supervision; ignored without IPPE.
-        ``input_weights [B, N]`` in [0, 1]: each input's weight in the slot updates (0 = the slots
-        ignore it; SMTC's semantic areas, hard 0/1 or soft); the returned attention is multiplied by it.
+        ``groups``: the ``K`` slots are ``groups`` consecutive groups of ``K / groups`` slots; the
+        softmax over slots runs within each group.
+        ``input_weights [B, N]`` or ``[B, groups, N]`` in [0, 1]: each input's weight in the slot
+        updates of all slots or of each group (0 = the slots ignore it; SMTC's semantic areas, hard
+        0/1 or soft). It multiplies the attention (the ``eps`` included) before the renormalisation
+        over inputs, as SMTC's code does, so a group whose area is empty gets zero updates; the
+        returned attention is multiplied by it too.
         """
         if self.ark is not None and grid is None:
             raise ValueError("slot attention with ARK needs the token grid (h, w): pass grid=")
         batch, num_slots, dim = slots.shape
+        if groups < 1 or num_slots % groups:
+            raise ValueError(f"{num_slots} slots do not split into {groups} equal groups")
+        if input_weights is not None:
+            area = input_weights[:, None, None] if input_weights.ndim == 2 else input_weights[:, :, None]
         inputs = self.norm_inputs(inputs)
         keys = self.to_k(inputs)
         values = self.to_v(inputs)
         attention = slots.new_zeros(batch, num_slots, inputs.shape[1])
+        logits = None
         predicted = None
         initial = slots
         iterations = num_iterations or self.num_iterations
@@ -133,11 +147,15 @@ class SlotAttention(nn.Module):
             logits = torch.einsum("bkd,bnd->bkn", queries, keys) * self.scale
             if self.ark is not None:
                 logits = self.ark(logits, grid)
-            attention = logits.softmax(dim=1)
-            if input_weights is not None:
-                attention = attention * input_weights[:, None]
-            weights = attention + self.eps
-            weights = weights / weights.sum(dim=-1, keepdim=True)
+            attention = logits.unflatten(1, (groups, -1)).softmax(dim=2)  # [B, groups, K / groups, N]
+            if input_weights is None:
+                weights = attention + self.eps
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+            else:
+                weights = (attention + self.eps) * area
+                weights = weights / (weights.sum(dim=-1, keepdim=True) + self.eps)
+                attention = attention * area
+            attention, weights = attention.flatten(1, 2), weights.flatten(1, 2)
             updates = torch.einsum("bkn,bnd->bkd", weights, values)
             if self.gru is None:
                 slots = slots + updates
@@ -147,4 +165,4 @@ class SlotAttention(nn.Module):
                 slots, predicted = self.points(slots, points)
             if self.mlp is not None:
                 slots = slots + self.mlp(slots)
-        return CorrectorOutput(slots, attention, predicted)
+        return CorrectorOutput(slots, attention, predicted, logits)

@@ -62,15 +62,29 @@ class VideoSlotProcessor(nn.Module):
         self._cyclic_inference = enabled
 
     def forward(
-        self, features: torch.Tensor, grid: tuple[int, int] | None = None, points: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        grid: tuple[int, int] | None = None,
+        points: torch.Tensor | None = None,
+        previous_slots: torch.Tensor | None = None,
     ) -> ProcessorOutput:
         """``features [B, T, N, D]`` -> :class:`ProcessorOutput`.
 
         ``grid``: the ``(h, w)`` token layout (for ARK); ``points``: ground-truth object centres
         ``[B, T, M, 2]`` (NaN = absent) for the corrector's IPPE, if any.
+        ``previous_slots``: ``[B, K, d]`` slots of the frame just before ``features[:, 0]`` (the last
+        frame's ``slots`` of a call on the preceding frames). The video then continues from them:
+        frame 0 starts from their prediction, not from the initialiser, with the corrector's usual
+        iterations, so consecutive chunks give the slots of one pass over the whole video.
         """
         frames = range(features.shape[1])
-        forward = self._run(self.initialiser(features.shape[0]), features, frames, grid, points)
+        if previous_slots is None:
+            forward = self._run(self.initialiser(features.shape[0]), features, frames, grid, points)
+        else:
+            if self.cyclic_inference and not self.training:
+                raise ValueError("cyclic inference runs backward over the whole video: it cannot continue a chunk")
+            initial = previous_slots if self.predictor is None else self.predictor(previous_slots)
+            forward = self._run(initial, features, frames, grid, points, first=False)
         if not (self.cyclic_inference and not self.training and len(frames) > 1):
             return forward
         backward_frames = list(reversed(frames))[1:]

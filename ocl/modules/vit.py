@@ -1,6 +1,6 @@
-"""Frozen DINO / DINOv2 vision transformers (timm) that turn frames into patch features.
+"""DINO / DINOv2 vision transformers (timm) that turn frames into patch features, frozen or fine-tuned.
 
-:class:`FrozenViT` returns the output tokens of one block (before the final norm, prefix tokens
+:class:`ViTEncoder` returns the output tokens of one block (before the final norm, prefix tokens
 dropped) and that block's attention keys: METHODS.md's ``block12`` and ``keys12``. It holds no
 state besides the ViT, so a feature cache can replace the call without touching the methods.
 """
@@ -26,7 +26,7 @@ class WeightsError(RuntimeError):
 
 @dataclass
 class ViTFeatures:
-    """What :class:`FrozenViT` returns for frames ``[B, 3, H, W]``.
+    """What :class:`ViTEncoder` returns for frames ``[B, 3, H, W]``.
 
     Attributes:
         features: ``[B, N, D]`` output tokens of the chosen block, before the final norm,
@@ -41,12 +41,14 @@ class ViTFeatures:
     grid: tuple[int, int]
 
 
-class FrozenViT(nn.Module):
-    """A frozen timm ViT returning one block's patch tokens and attention keys.
+class ViTEncoder(nn.Module):
+    """A timm ViT returning one block's patch tokens and attention keys; frozen unless ``trainable``.
 
-    Frames in [0, 1] are normalised inside with the model's pretrained mean and std. The
-    parameters never require gradients, the module stays in eval mode, and blocks after
-    ``block`` are removed, so they never run.
+    Frames in [0, 1] are normalised inside with the model's pretrained mean and std. Blocks
+    after ``block`` are removed, so they never run. The module stays in eval mode (DINO and
+    DINOv2 ViTs have no dropout or drop path at their defaults). Frozen (the default): the
+    parameters never require gradients and the forward pass runs without autograd. Trainable
+    (SMTC's student): the parameters require gradients and the forward pass records them.
 
     Args:
         model_name: timm model name, e.g. ``vit_base_patch8_224.dino`` or
@@ -59,6 +61,7 @@ class FrozenViT(nn.Module):
             (.pth/.pt/.bin/.safetensors) holding a state dict in timm's format for the model or
             an original DINO / DINOv2 checkpoint.
         block: 1-based index of the block whose output and keys are returned; default the last.
+        trainable: fine-tune the ViT (its parameters require gradients).
         **timm_kwargs: passed to :func:`timm.create_model`, e.g. ``depth``, ``patch_size``,
             ``embed_dim``, ``num_heads`` for a tiny random ViT.
     """
@@ -69,6 +72,7 @@ class FrozenViT(nn.Module):
         image_size: int = 224,
         weights: str = HUB,
         block: int | None = None,
+        trainable: bool = False,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -86,7 +90,8 @@ class FrozenViT(nn.Module):
         if not isinstance(getattr(vit.blocks[block - 1].attn, "qkv", None), nn.Linear):
             raise TypeError(f"{model_name} has no fused attn.qkv projection to read the attention keys from")
         vit.prune_intermediate_layers([block - 1], prune_norm=True, prune_head=True)
-        vit.requires_grad_(False)
+        vit.requires_grad_(trainable)
+        self.trainable = trainable
         self.vit = vit
         self.model_name = model_name
         self.image_size = image_size
@@ -116,15 +121,19 @@ class FrozenViT(nn.Module):
         h, w = self.grid_size(self.image_size if image_size is None else image_size)
         return h * w
 
-    def train(self, mode: bool = True) -> FrozenViT:
-        """Stay in eval mode whatever ``mode`` is: the ViT is frozen (no dropout, no drop path)."""
+    def train(self, mode: bool = True) -> ViTEncoder:
+        """Stay in eval mode whatever ``mode`` is (no dropout, no drop path)."""
         return super().train(False)
 
-    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> ViTFeatures:
         """``images [B, 3, H, W]`` in [0, 1] -> features and keys ``[B, h * w, D]``."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected frames [B, 3, H, W], got shape {tuple(images.shape)}")
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            return self._features(images)
+
+    def _features(self, images: torch.Tensor) -> ViTFeatures:
+        """The forward pass proper (the caller sets the autograd mode)."""
         grid = self.grid_size((images.shape[2], images.shape[3]))
         captured: list[torch.Tensor] = []
         hook = self.vit.blocks[-1].attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
@@ -140,6 +149,11 @@ class FrozenViT(nn.Module):
         keys = captured[0].chunk(3, dim=-1)[1][:, self.vit.num_prefix_tokens :].contiguous()
         return ViTFeatures(features=features, keys=keys, grid=grid)
 
+    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """``images [B, 3, H, W]`` -> block tokens as maps ``[B, D, h, w]`` (label propagation's input)."""
+        encoded = self(images)
+        return encoded.features.transpose(1, 2).unflatten(2, encoded.grid)
+
 
 def _create_vit(model_name: str, weights: str, kwargs: dict[str, Any]) -> VisionTransformer:
     """Build ``model_name`` with ``kwargs`` and load ``weights`` (``"hub"``, ``"random"`` or a path)."""
@@ -148,7 +162,7 @@ def _create_vit(model_name: str, weights: str, kwargs: dict[str, Any]) -> Vision
     else:
         vit = timm.create_model(model_name, pretrained=False, **kwargs)
     if not isinstance(vit, VisionTransformer):
-        raise TypeError(f"{model_name} is a {type(vit).__name__}; FrozenViT needs a timm VisionTransformer")
+        raise TypeError(f"{model_name} is a {type(vit).__name__}; ViTEncoder needs a timm VisionTransformer")
     if weights not in (HUB, RANDOM):
         _load_local_weights(vit, model_name, Path(weights).expanduser())
     return vit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -38,3 +40,26 @@ def warmup_exponential_decay(
 ) -> LambdaLR:
     """A :class:`LambdaLR` following :class:`WarmupExponentialDecay`."""
     return LambdaLR(optimizer, WarmupExponentialDecay(warmup_steps, decay_steps, decay_rate, staircase))
+
+
+class CosineDecay:
+    """lr factor ``final_ratio + (1 - final_ratio) * (1 + cos(pi * step / total_steps)) / 2``, then
+    ``final_ratio`` after ``total_steps``: from the peak down to ``final_ratio`` of it, no warmup.
+
+    SMTC's schedule (the authors' ``cosine_scheduler(lr, 0.1 * lr, ...)``: 2e-5 -> 2e-6).
+    """
+
+    def __init__(self, total_steps: int, final_ratio: float = 0.1) -> None:
+        if total_steps <= 0 or not 0 <= final_ratio <= 1:
+            raise ValueError(f"need total_steps > 0 and final_ratio in [0, 1], got {total_steps}, {final_ratio}")
+        self.total_steps = total_steps
+        self.final_ratio = final_ratio
+
+    def __call__(self, step: int) -> float:
+        progress = min(step, self.total_steps) / self.total_steps
+        return self.final_ratio + (1 - self.final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def cosine_decay(optimizer: torch.optim.Optimizer, total_steps: int, final_ratio: float = 0.1) -> LambdaLR:
+    """A :class:`LambdaLR` following :class:`CosineDecay`."""
+    return LambdaLR(optimizer, CosineDecay(total_steps, final_ratio))
