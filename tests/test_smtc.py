@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config, run_cli
+from conftest import REPO, compose_config, run_cli
 from omegaconf import OmegaConf
 from video_fixtures import write_davis
 
@@ -286,6 +289,25 @@ def test_smtc_trains_then_both_davis_evaluations_run(tmp_path):
         assert scores["val/num_videos"] == 1 and scores["val/videos_skipped"] == 1  # dogs has 2 frames
         assert 0 <= scores["val/j_and_f"] <= 1
         assert len(list((out / "predictions" / "camel").glob("*.png"))) == 3
+
+
+def test_two_process_ddp_training_keeps_one_teacher_on_both_ranks(tmp_path):
+    """Real DDP (two gloo processes from train.py): the EMA teachers stay identical across ranks."""
+    result = subprocess.run(
+        [sys.executable, "train.py", *SYNTHETIC, "data.train_size=8", "data.batch_size=1"]
+        + ["trainer.max_steps=3", "trainer.val_check_interval=3", "logger=csv", "callbacks.progress_bar=null"]
+        + ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+        + ["trainer.strategy=ddp_find_unused_parameters_true"]
+        + ["+callbacks.teacher_check._target_=ddp_checks.TeacherAgreement", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("teacher identical on 2 ranks") == 2
 
 
 def test_label_propagation_of_a_model_without_a_vit_is_a_one_line_error(tmp_path):
