@@ -24,3 +24,15 @@ def test_palette_colours_are_distinct():
     palette = slot_palette(11)
     distances = torch.cdist(palette, palette) + torch.eye(11)
     assert distances.min() > 0.1
+
+
+def test_many_slots_show_only_the_largest_panels_largest_first():
+    video = torch.ones(1, 2, 3, 4, 4)
+    masks = torch.zeros(1, 2, 6, 4, 4)
+    masks[:, :, 4, :, :3] = 1.0  # slot 4: 3 columns
+    masks[:, :, 1, :, 3:] = 1.0  # slot 1: 1 column
+    frames = render_overlay(video, masks, max_slot_panels=2)
+    assert frames.shape == (2, 4, (2 + 2) * 4, 3)
+    assert frames[0, :, 8:11].min() == 255 and frames[0, :, 11].max() == 0  # first panel: slot 4
+    assert frames[0, :, 15].min() == 255 and frames[0, :, 12:15].max() == 0  # second panel: slot 1
+    assert render_overlay(video, masks, max_slot_panels=10).shape[2] == (6 + 2) * 4

@@ -34,23 +34,33 @@ def colour_slots(frames: torch.Tensor, slot_ids: torch.Tensor, num_slots: int, a
     return (1 - alpha) * frames + alpha * colours.movedim(-1, -3)
 
 
-def render_overlay(video: torch.Tensor, masks: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+def render_overlay(
+    video: torch.Tensor, masks: torch.Tensor, alpha: float = 0.5, max_slot_panels: int | None = None
+) -> torch.Tensor:
     """Panels per frame: input | argmax overlay | each slot's soft mask times the frame.
 
     Args:
         video: ``[B, T, 3, H, W]`` in [0, 1].
         masks: ``[B, T, K, h, w]`` soft masks.
+        alpha: overlay opacity.
+        max_slot_panels: show at most this many slot panels: the slots with the largest total mask
+            over the shown videos, largest first (SMTC has 64 instance masks); None: all, in order.
+            The overlay always colours every slot.
     Returns:
-        uint8 ``[T, B * H, (K + 2) * W, 3]``: one image per frame, videos stacked vertically.
+        uint8 ``[T, B * H, (P + 2) * W, 3]`` (``P`` slot panels): one image per frame, videos stacked vertically.
     """
     batch, frames, _, height, width = video.shape
     num_slots = masks.shape[2]
     soft = F.interpolate(masks.flatten(0, 1).float(), size=(height, width), mode="bilinear", align_corners=False)
     soft = soft.unflatten(0, (batch, frames))  # [B, T, K, H, W]
     overlay = colour_slots(video, soft.argmax(dim=2), num_slots, alpha)
-    per_slot = soft.unsqueeze(3) * video.unsqueeze(2)  # [B, T, K, 3, H, W]
-    panels = torch.cat([video.unsqueeze(2), overlay.unsqueeze(2), per_slot], dim=2)  # [B, T, K+2, 3, H, W]
-    grid = panels.permute(1, 0, 4, 2, 5, 3).reshape(frames, batch * height, (num_slots + 2) * width, 3)
+    shown = soft
+    if max_slot_panels is not None and max_slot_panels < num_slots:
+        largest = soft.sum(dim=(0, 1, 3, 4)).topk(max_slot_panels).indices
+        shown = soft[:, :, largest]
+    per_slot = shown.unsqueeze(3) * video.unsqueeze(2)  # [B, T, P, 3, H, W]
+    panels = torch.cat([video.unsqueeze(2), overlay.unsqueeze(2), per_slot], dim=2)  # [B, T, P+2, 3, H, W]
+    grid = panels.permute(1, 0, 4, 2, 5, 3).reshape(frames, batch * height, (shown.shape[2] + 2) * width, 3)
     return (grid.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -69,13 +79,15 @@ class MaskOverlayVideo(pl.Callback):
     """After each validation, render the first ``num_videos`` validation videos with their masks.
 
     The GIF goes to ``<output_dir>/visualisations/<stage>_step<global_step>.gif`` and, when the
-    trainer logs to W&B, to the run as ``<stage>/mask_overlay``.
+    trainer logs to W&B, to the run as ``<stage>/mask_overlay``. At most ``max_slot_panels`` slot
+    panels are drawn (the largest slots; see :func:`render_overlay`).
     """
 
-    def __init__(self, output_dir: str, num_videos: int = 2, fps: float = 4.0) -> None:
+    def __init__(self, output_dir: str, num_videos: int = 2, fps: float = 4.0, max_slot_panels: int = 16) -> None:
         self.output_dir = Path(output_dir)
         self.num_videos = num_videos
         self.fps = fps
+        self.max_slot_panels = max_slot_panels
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _capture(self, trainer: pl.Trainer, outputs: Any, batch: dict[str, Any], batch_idx: int) -> None:
@@ -96,7 +108,7 @@ class MaskOverlayVideo(pl.Callback):
         video, masks = self._pending
         self._pending = None
         path = write_gif(
-            render_overlay(video, masks),
+            render_overlay(video, masks, max_slot_panels=self.max_slot_panels),
             self.output_dir / "visualisations" / f"{stage}_step{trainer.global_step:06d}.gif",
             self.fps,
         )
