@@ -25,23 +25,8 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"error: {error}") from None
 
 
-def with_training_overrides(argv: list[str]) -> list[str]:
-    """``argv`` with the checkpoint's stored training overrides inserted before the user's.
-
-    Overrides already in ``argv`` are not inserted again: a DDP run (``trainer=ddp``) starts its
-    other ranks with this process's ``argv``, which already holds them."""
-    from ocl.cli import replayed_overrides
-
-    checkpoints = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("ckpt_path=")]
-    if not checkpoints:
-        return argv  # Hydra reports the missing ckpt_path
-    try:
-        stored = replayed_overrides(checkpoints[-1], argv[1:])
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
-    return [argv[0], *(o for o in stored if o not in argv[1:]), *argv[1:]]
-
-
 if __name__ == "__main__":
+    from ocl.cli import with_training_overrides
+
     sys.argv = with_training_overrides(sys.argv)
     main()

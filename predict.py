@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    from ocl.cli import UsageError
     from ocl.data.errors import DataError, user_message
-    from ocl.predict.model import ChunkingError
     from ocl.predict.video import run_prediction
 
     if OmegaConf.is_missing(cfg, "video"):
@@ -23,12 +23,12 @@ def main(cfg: DictConfig) -> None:
         run_prediction(cfg)
     except DataError as error:
         raise SystemExit(user_message(error)) from None
-    except ChunkingError as error:
+    except UsageError as error:  # e.g. a model that cannot run the video in chunks
         raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":
-    from eval import with_training_overrides
+    from ocl.cli import with_training_overrides
 
     sys.argv = with_training_overrides(sys.argv)
     main()

@@ -160,6 +160,22 @@ def replayed_overrides(ckpt_path: str, command_line: list[str]) -> list[str]:
     ]
 
 
+def with_training_overrides(argv: list[str]) -> list[str]:
+    """``argv`` of ``eval.py`` / ``predict.py`` with the stored training overrides of its
+    ``ckpt_path=`` checkpoint inserted before the user's (:func:`replayed_overrides`); unchanged
+    without a checkpoint. Overrides already in ``argv`` are not inserted again: a DDP run
+    (``trainer=ddp``) starts its other ranks with this process's ``argv``, which already holds them.
+    A missing or foreign checkpoint exits with one line."""
+    checkpoints = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("ckpt_path=")]
+    if not checkpoints:
+        return argv
+    try:
+        stored = replayed_overrides(checkpoints[-1], argv[1:])
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    return [argv[0], *(o for o in stored if o not in argv[1:]), *argv[1:]]
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.eval.split`` and report its metrics.
 

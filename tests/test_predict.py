@@ -162,6 +162,6 @@ def test_a_corrupt_video_is_one_clear_line(tiny_checkpoint, tmp_path):
 
 
 def test_a_missing_checkpoint_says_where_it_looked(tmp_path):
-    # predict.py reports this message as one line, as eval.py does (the same with_training_overrides).
+    # predict.py reports this message as one line, as eval.py does (the same ocl.cli.with_training_overrides).
     with pytest.raises(FileNotFoundError, match=f"checkpoint not found: {tmp_path / 'nope.ckpt'}"):
         compose_run_config(tmp_path / "nope.ckpt")

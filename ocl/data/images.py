@@ -1,4 +1,4 @@
-"""Reading image files of the datasets stored as frames or images (YouTube-VIS, YouTube-VOS, DAVIS, CLEVRTex)."""
+"""Reading and writing image files of the datasets stored as frames or images (YouTube-VIS, YouTube-VOS, DAVIS, CLEVRTex)."""
 
 from __future__ import annotations
 
@@ -40,3 +40,10 @@ def read_palette_indices(path: Path, what: str) -> np.ndarray:
             return np.asarray(image, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read {path}: {error}; re-extract it from the dataset download") from error
+
+
+def write_palette_png(path: Path, ids: np.ndarray, palette: list[int]) -> None:
+    """Write uint8 ids ``[H, W]`` as a palette ("P") PNG, the format of DAVIS annotations."""
+    image = Image.fromarray(ids.astype(np.uint8, copy=False), mode="P")
+    image.putpalette(palette)
+    image.save(path)

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
-from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -39,6 +38,7 @@ from ocl.cli import UsageError, build_datamodule, build_model, report_metrics
 from ocl.data.batch import MASKS, META, VIDEO
 from ocl.data.clips import ClipDataset
 from ocl.data.datamodule import StoredVideoDataModule
+from ocl.data.images import write_palette_png
 from ocl.eval.label_propagation import PropagationSettings, propagate_labels, video_features
 from ocl.methods.base import ObjectCentricMethod
 from ocl.metrics.jandf import j_and_f
@@ -115,9 +115,7 @@ def write_palette_pngs(labels: np.ndarray, folder: Path, palette: list[int]) -> 
     """Write int labels ``[T, H, W]`` as palette PNGs ``folder/<t:05d>.png``."""
     folder.mkdir(parents=True, exist_ok=True)
     for t, frame in enumerate(labels):
-        image = Image.fromarray(frame.astype(np.uint8), mode="P")
-        image.putpalette(palette)
-        image.save(folder / f"{t:05d}.png")
+        write_palette_png(folder / f"{t:05d}.png", frame, palette)
 
 
 def davis_palette() -> list[int]:

@@ -148,10 +148,10 @@ class SMTC(ObjectCentricMethod):
     def extra_metrics(self) -> dict[str, Metric]:
         """Scores of the semantic masks besides the default ones of the instance masks:
         ``semantic_stability`` (:class:`~ocl.metrics.classes.LabelStability`) and ``semantic_video_fg_ari``."""
-        metrics = {"semantic_stability": LabelStability(), "semantic_video_fg_ari": VideoFGARI()}
-        for metric in metrics.values():
-            metric.mask_source = SEMANTIC_MASKS
-        return metrics
+        return {
+            "semantic_stability": LabelStability(mask_source=SEMANTIC_MASKS),
+            "semantic_video_fg_ari": VideoFGARI(mask_source=SEMANTIC_MASKS),
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -54,8 +54,8 @@ class SegmentationMetrics(Callback):
 
     A data module may add the metrics of its dataset's protocol with an ``extra_metrics()``
     method (name -> metric; DAVIS adds J&F), and so may a method (SMTC scores its semantic masks).
-    A metric with a ``mask_source`` attribute scores ``output.extras[mask_source]`` (same layout
-    as ``output.masks``) instead of ``output.masks``. A metric with ``compute_all()`` logs each of
+    A metric whose ``mask_source`` is set (:class:`~ocl.metrics.classes.SegmentationMetric`)
+    scores ``output.extras[mask_source]`` (same layout as ``output.masks``) instead of ``output.masks``. A metric with ``compute_all()`` logs each of
     its entries as ``{stage}/{key}``; one with ``skipped()`` also logs ``{stage}/{name}_skipped``.
 
     Args:

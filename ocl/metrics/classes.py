@@ -28,6 +28,8 @@ class SegmentationMetric(Metric):
 
     Args:
         video: score each video as one sample (all frames together) or every frame.
+        mask_source: score ``output.extras[mask_source]`` instead of ``output.masks`` (read by
+            :class:`~ocl.metrics.callback.SegmentationMetrics`; e.g. SMTC's ``semantic_masks``).
     """
 
     full_state_update = False
@@ -38,9 +40,10 @@ class SegmentationMetric(Metric):
     num_scored: torch.Tensor
     num_skipped: torch.Tensor
 
-    def __init__(self, video: bool = True, **kwargs: Any) -> None:
+    def __init__(self, video: bool = True, mask_source: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.video = video
+        self.mask_source = mask_source
         for name in ("score_sum", "num_scored", "num_skipped"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 

@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ocl.cli import build_model, replayed_overrides
+from ocl.cli import UsageError, build_model, replayed_overrides
 from ocl.data.batch import VIDEO
 from ocl.methods.base import ObjectCentricMethod
 from ocl.methods.output import ModelOutput
@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 
-class ChunkingError(ValueError):
+class ChunkingError(UsageError):
     """A video cannot run in chunks with this model; the message says what to set instead."""
 
 

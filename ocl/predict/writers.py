@@ -14,9 +14,9 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from PIL import Image
 
 from ocl.callbacks.visualisation import colour_slots, slot_palette
+from ocl.data.images import write_palette_png
 from ocl.data.transforms import VideoTransform
 from ocl.metrics.protocol import hard_segmentation
 
@@ -127,9 +127,7 @@ class PredictionWriter:
         for frame, ids in zip(frames, slot_ids, strict=True):
             page = np.full(self.size, VOID_ID, np.uint8)
             page[rows, columns] = ids.numpy()
-            image = Image.fromarray(page, mode="P")
-            image.putpalette(self.palette)
-            image.save(self.masks_dir / f"{self.frames_written:05d}.png")
+            write_palette_png(self.masks_dir / f"{self.frames_written:05d}.png", page, self.palette)
             pixels = torch.from_numpy(frame).permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
             pixels[:, rows, columns] = colour_slots(pixels[:, rows, columns], ids, self.num_slots, self.alpha)
             self.video.write((pixels.clamp_(0, 1) * 255).round_().to(torch.uint8).permute(1, 2, 0).numpy())
