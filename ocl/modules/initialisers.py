@@ -35,21 +35,59 @@ class LearnedInit(nn.Module):
         self.num_active = int(state["num_active"])
 
 
-class GaussianInit(nn.Module):
-    """Slots sampled from one learned Gaussian ``N(mu, sigma^2)`` shared by all slots.
+MEAN_INITS = ("scaled_normal", "zeros", "normal")
+STD_INITS = ("scaled", "uniform")
 
-    Sampling uses the reparameterisation ``mu + sigma * eps`` so that ``mu`` and ``sigma``
-    both receive gradients; ``learn_sigma=False`` keeps ``sigma`` at its initial value.
+
+class GaussianInit(nn.Module):
+    """Slots sampled per video from one Gaussian ``N(mu, sigma^2)`` shared by all slots.
+
+    ``learn=True``: the sample is ``mu + sigma * eps`` (reparameterised), so ``mu`` and ``sigma``
+    both train (VideoSAUR's ``RandomInit``; ``learn_sigma=False`` keeps ``sigma`` at its initial
+    value). ``learn=False``: the draw passes no gradient, so ``mu`` and ``sigma`` stay at their
+    initial values (SLASH's code samples with ``torch.normal``).
+
+    Args:
+        num_slots: ``K``.
+        dim: slot dimension ``d``.
+        mean_init: initial ``mu [d]``: ``scaled_normal`` (``randn * d**-0.5``, ocl's SAVi),
+            ``zeros`` (VideoSAUR), ``normal`` (``randn``, SLASH).
+        std_init: initial ``sigma [d]``: ``scaled`` (``d**-0.5``, VideoSAUR and SAVi) or
+            ``uniform`` (``|U(0, 1)| + 1e-8``, SLASH's ``abs(rand) + eps``).
+        learn: train ``mu`` and ``sigma`` through the reparameterised sample.
+        learn_sigma: with ``learn``, whether ``sigma`` trains too.
+
+    ``sigma`` is stored as ``log_sigma``.
     """
 
-    def __init__(self, num_slots: int, dim: int, learn_sigma: bool = True) -> None:
+    def __init__(
+        self,
+        num_slots: int,
+        dim: int,
+        mean_init: str = "scaled_normal",
+        std_init: str = "scaled",
+        learn: bool = True,
+        learn_sigma: bool = True,
+    ) -> None:
         super().__init__()
-        self.mu = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
-        self.log_sigma = nn.Parameter(torch.full((1, 1, dim), -0.5 * math.log(dim)))  # sigma = d ** -0.5
-        self.log_sigma.requires_grad_(learn_sigma)
+        if mean_init not in MEAN_INITS:
+            raise ValueError(f"unknown mean_init {mean_init!r}; choose one of {list(MEAN_INITS)}")
+        if std_init not in STD_INITS:
+            raise ValueError(f"unknown std_init {std_init!r}; choose one of {list(STD_INITS)}")
+        mean = torch.zeros(1, 1, dim) if mean_init == "zeros" else torch.randn(1, 1, dim)
+        self.mu = nn.Parameter(mean * dim**-0.5 if mean_init == "scaled_normal" else mean)
+        if std_init == "uniform":
+            log_sigma = (torch.rand(1, 1, dim).abs() + 1e-8).log()
+        else:
+            log_sigma = torch.full((1, 1, dim), -0.5 * math.log(dim))  # sigma = d ** -0.5
+        self.log_sigma = nn.Parameter(log_sigma)
+        self.mu.requires_grad_(learn)
+        self.log_sigma.requires_grad_(learn and learn_sigma)
+        self.learn = learn
         self.num_slots = num_slots
 
     def forward(self, batch_size: int) -> torch.Tensor:
         """-> ``[B, K, d]``."""
         eps = torch.randn(batch_size, self.num_slots, self.mu.shape[-1], device=self.mu.device, dtype=self.mu.dtype)
-        return self.mu + self.log_sigma.exp() * eps
+        sample = self.mu + self.log_sigma.exp() * eps
+        return sample if self.learn else sample.detach()
