@@ -187,6 +187,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         from ocl.eval.propagation_run import run_label_propagation  # imports this module
 
         return run_label_propagation(cfg)
+    if cfg.eval.mode == "object_discovery":
+        from ocl.eval.object_discovery import run_object_discovery  # imports this module
+
+        return run_object_discovery(cfg)
     if cfg.eval.mode != "segmentation":
         raise UsageError(f"unknown eval.mode {cfg.eval.mode!r}; the configs/eval protocols set it")
     if not cfg.get("ckpt_path"):

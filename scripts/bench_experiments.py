@@ -56,11 +56,13 @@ def tiny_overrides(cfg: DictConfig) -> list[str]:
         return [f"model.encoder.image_size={2 * encoder.patch_size}", "model.head.fusion.reference_grid=[2,2]"]
     if "patch_size" in encoder:
         return [f"model.encoder.image_size={3 * encoder.patch_size}", "model.decoder.hidden_dims=[16]"]
+    joint_norm = ["model.encoder.joint_norm_tokens=64"] if encoder.get("joint_norm_tokens") else []  # 8 x 8 tokens
     return [
         "model.encoder.channels=[8,8]",
         "model.encoder.strides=[2,1]",
         "model.decoder.channels=[8]",
         "model.decoder.output_size=16",
+        *joint_norm,
     ]
 
 

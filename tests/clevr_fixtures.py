@@ -14,12 +14,26 @@ from ocl.data.tfrecord import encode_example, write_records
 HEIGHT, WIDTH, ENTITIES = 240, 320, 11
 
 
+def box(entity: int) -> tuple[int, int]:
+    """``(top, left)`` of entity ``entity``'s 30 x 40 box in :func:`scene`."""
+    return 20 + 25 * entity, 10 + 28 * entity
+
+
+def pixel_coords() -> np.ndarray:
+    """float32 ``[11, 3]``: each entity's ``pixel_coords`` (x, y, depth): the centre of its box."""
+    coords = np.zeros((ENTITIES, 3), np.float32)
+    for entity in range(1, ENTITIES):
+        top, left = box(entity)
+        coords[entity] = (left + 20, top + 15, 10.0 + entity)
+    return coords
+
+
 def scene(rng: np.random.Generator, objects: int) -> tuple[np.ndarray, np.ndarray]:
     """Noise image uint8 ``[240, 320, 3]`` and entity ids ``[240, 320]``: ``objects`` boxes (ids 1..objects)."""
     image = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     ids = np.zeros((HEIGHT, WIDTH), np.uint8)
     for entity in range(1, objects + 1):
-        top, left = 20 + 25 * entity, 10 + 28 * entity
+        top, left = box(entity)
         ids[top : top + 30, left : left + 40] = entity
     ids[29, 64], ids[28, 64], ids[220, 255], ids[221, 255] = (
         9,
@@ -43,7 +57,7 @@ def clevr_example(image: np.ndarray, ids: np.ndarray, objects: int, whole_buffer
             **features,
             "size": per_entity.view("S1"),
             "visibility": visibility,
-            "pixel_coords": np.zeros(ENTITIES * 3, np.float32),
+            "pixel_coords": pixel_coords().flatten(),
             **floats,
         }
     )

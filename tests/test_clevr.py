@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clevr_fixtures import ENTITIES, HEIGHT, WIDTH, write_clevr_tfrecord
+from clevr_fixtures import ENTITIES, HEIGHT, WIDTH, box, pixel_coords, write_clevr_tfrecord
 from conftest import REPO, compose_config
 from hydra.utils import instantiate
 from PIL import Image
@@ -158,6 +158,34 @@ def test_clevr_config_yields_128_pixel_images_with_nearest_ids(clevr6: Path, cle
     np.testing.assert_array_equal(batch["masks"][0, 0].numpy(), nearest_128(ids[29:221, 64:256]))
     train = next(iter(module.train_dataloader()))
     assert train["video"].shape == (1, 1, 3, 128, 128) and train["meta"]["video_id"] == ["000000"]
+
+
+def test_clevr_keeps_the_projected_object_centres_for_slash_labels(clevr6: Path, clevr: tuple, tmp_path: Path) -> None:
+    top, left = box(2)
+    for crop, origin, size in ((False, (0, 0), (WIDTH, HEIGHT)), (True, (64, 29), (192, 192))):
+        points = ClevrSource(clevr6, "train", crop=crop).object_points(0)  # record 0: entities 1-3
+        assert points.shape == (ENTITIES - 1, 2) and np.isnan(points[3:8]).all()
+        expected = ((left + 20 - origin[0]) / size[0] - 0.5, (top + 15 - origin[1]) / size[1] - 0.5)
+        np.testing.assert_allclose(points[1], expected, rtol=1e-6)
+        np.testing.assert_allclose(points[:3], (pixel_coords()[1:4, :2] - origin) / size - 0.5, rtol=1e-6)
+    paths = [f"paths.output_dir={tmp_path}", f"paths.data_root={clevr6.parent}", "data.num_workers=0"]
+    labels = (
+        "+data.point_labels={_target_:ocl.data.points.PointLabels,batch_fraction:1.0,max_objects:10,centre:projected}"
+    )
+    cfg = compose_config(["data=clevr6", *paths, "data.crop=false", "data.batch_size=1", labels])
+    module = instantiate(cfg.data)
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    torch.testing.assert_close(
+        batch["points"][0, 0],
+        torch.from_numpy(ClevrSource(clevr6, "train", crop=False).object_points(0)),
+        equal_nan=True,
+    )
+    np.savez_compressed(clevr6.parent / "old.npz", image=clevr[1][0][0], ids=clevr[1][0][1])
+    old = _copy(clevr6, tmp_path)
+    (clevr6.parent / "old.npz").replace(old / "train" / "000000.npz")
+    with pytest.raises(DataError, match="converted without the objects' pixel_coords.*convert again"):
+        ClevrSource(old, "train").object_points(0)
 
 
 def test_converter_resumes_and_refuses_other_settings(clevr6: Path, clevr: tuple, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import TINY, compose_config, run_cli
 from hydra.utils import instantiate
 
-from ocl.callbacks.curriculum import allocate_children, noise_scales, split_slots
+from ocl.callbacks.curriculum import MEAN_NORM_EPS, SlotCurriculum, allocate_children, split_slots
 from ocl.cli import build_model, train
 from ocl.modules.initialisers import LearnedInit
 
@@ -41,25 +41,62 @@ def test_children_are_allocated_by_largest_remainders(errors, num_new, expected)
     assert counts == expected and sum(counts) == num_new
 
 
-def test_children_differ_from_parents_by_the_specified_noise_norm_and_parents_are_kept():
+def expected_sigma(slots: torch.Tensor, parent: int, pool: torch.Tensor) -> torch.Tensor:
+    """0.2 ||p - nn(p)|| ||p|| / (mean pool norm + 1e-8), nn(p) the most cosine-similar other pool row."""
+    cosine = F.normalize(slots[parent], dim=-1) @ F.normalize(pool, dim=-1).T
+    cosine[parent] = -2
+    nearest = pool[cosine.argmax()]
+    return 0.2 * (slots[parent] - nearest).norm() * slots[parent].norm() / (pool.norm(dim=-1).mean() + MEAN_NORM_EPS)
+
+
+@pytest.mark.parametrize("over_all", [False, True])
+def test_children_differ_from_parents_by_the_specified_noise_norm_and_parents_are_kept(over_all):
     torch.manual_seed(0)
     slots = torch.randn(6, 5, dtype=torch.float64)
     before = slots.clone()
-    splits = split_slots(slots, 3, torch.tensor([1.0, 0.0, 3.0]), 3, 0.2, torch.Generator().manual_seed(1))
-    assert [(parent, children) for parent, children, _ in splits] == [(0, [3]), (2, [4, 5])]
-    assert [share for *_, share in splits] == [0.25, 0.75]
+    noise = torch.randn(3, 5, dtype=torch.float64)
+    splits = split_slots(slots, 3, torch.tensor([1.0, 0.0, 3.0]), noise, 0.2, over_all=over_all, from_copy=True)
+    assert [(split.parent, split.children) for split in splits] == [(0, [3]), (2, [4, 5])]
+    assert [split.error_share for split in splits] == [0.25, 0.75]
     torch.testing.assert_close(slots[:3], before[:3])
-    active = before[:3]
-    cosine = F.normalize(active, dim=-1) @ F.normalize(active, dim=-1).T
-    cosine.fill_diagonal_(-2)
-    for parent, children, _ in splits:
-        nearest = active[cosine[parent].argmax()]
-        sigma = 0.2 * (active[parent] - nearest).norm() * active[parent].norm() / active.norm(dim=-1).mean()
-        for child in children:
-            assert (slots[child] - before[parent]).norm().item() == pytest.approx(sigma.item())
-    assert not torch.allclose(slots[4], slots[5])
-    over_all = noise_scales(before, 3, 0.2, over_all=True)
-    assert not torch.allclose(over_all, noise_scales(before, 3, 0.2, over_all=False))
+    pool = before if over_all else before[:3]
+    for split in splits:
+        sigma = expected_sigma(before, split.parent, pool)
+        assert split.sigma == pytest.approx(sigma.item())
+        for child in split.children:
+            offset = slots[child] - before[split.parent]
+            assert offset.norm().item() == pytest.approx(sigma.item())
+            torch.testing.assert_close(offset / offset.norm(), F.normalize(noise[child - 3], dim=-1))
+
+
+def test_the_pool_of_neighbours_is_all_rows_or_the_active_ones():
+    """Row 3 (inactive) is parent 0's closest row: it is the neighbour only with ``over_all``."""
+    slots = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [1.0, 0.1]], dtype=torch.float64)
+    noise = torch.ones(1, 2, dtype=torch.float64)
+    (over_all,) = split_slots(slots.clone(), 2, torch.tensor([1.0, 0.0]), noise, 0.2, over_all=True)
+    (active,) = split_slots(slots.clone(), 2, torch.tensor([1.0, 0.0]), noise, 0.2, over_all=False)
+    assert (over_all.nearest, active.nearest) == (3, 1)
+    assert over_all.mean_norm == pytest.approx(slots.norm(dim=-1).mean().item() + MEAN_NORM_EPS)
+    assert active.mean_norm == pytest.approx(1.0 + MEAN_NORM_EPS)
+
+
+def test_later_parents_read_the_rows_written_for_earlier_ones_unless_split_from_a_copy():
+    """Parent 2's nearest row (3) is overwritten by parent 0's child first: in place (the authors'
+    code) its distance and the mean norm see the child; from a copy, the row before the growth."""
+    slots = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.1, 1.0], [0.0, 1.0, 0.1]], dtype=torch.float64
+    )
+    errors, noise = torch.tensor([1.0, 0.0, 1.0]), torch.eye(3, dtype=torch.float64)[:2]
+    in_place, copied = slots.clone(), slots.clone()
+    first, aliased = split_slots(in_place, 3, errors, noise, 0.2, over_all=True)
+    _, from_copy = split_slots(copied, 3, errors, noise, 0.2, over_all=True, from_copy=True)
+    assert (first.parent, first.children, aliased.parent, aliased.children) == (0, [3], 2, [4])
+    assert aliased.nearest == from_copy.nearest == 3
+    assert from_copy.distance == pytest.approx((slots[2] - slots[3]).norm().item())
+    assert aliased.distance == pytest.approx((slots[2] - in_place[3]).norm().item())
+    assert aliased.mean_norm != pytest.approx(from_copy.mean_norm)
+    torch.testing.assert_close(in_place[3], copied[3])  # the first parent's child: the same either way
+    assert not torch.allclose(in_place[4], copied[4])
 
 
 def active_slots_per_step(output_dir) -> dict[int, float]:
@@ -74,7 +111,8 @@ def active_slots_per_step(output_dir) -> dict[int, float]:
 def test_slots_grow_exactly_at_the_configured_steps_and_evaluation_uses_all(tmp_path):
     cfg = compose_config([*TINY, *CURRICULUM, f"paths.output_dir={tmp_path}"])
     train(cfg)
-    assert active_slots_per_step(tmp_path) == {0: 1, 1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4}
+    # split off before steps 3 and 5, trained from steps 4 and 6 (the authors' code)
+    assert active_slots_per_step(tmp_path) == {0: 1, 1: 1, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 4}
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["state_dict"]["processor.initialiser._extra_state"]["num_active"] == 4
     history = next(v for k, v in checkpoint["callbacks"].items() if "SlotCurriculum" in k)["history"]
@@ -94,6 +132,8 @@ def test_resuming_between_the_measurement_and_the_split_gives_the_same_slots(tmp
     state = torch.load(between, weights_only=False)
     assert state["state_dict"]["processor.initialiser._extra_state"]["num_active"] == 1  # measured, not split yet
     assert next(v for k, v in state["callbacks"].items() if "SlotCurriculum" in k)["pending_errors"] is not None
+    after_growth = torch.load(tmp_path / "full" / "checkpoints" / "step0000006.ckpt", weights_only=False)
+    assert after_growth["state_dict"]["processor.initialiser._extra_state"]["num_active"] == 4  # saved after step 5
     train(compose_config([*common, f"ckpt_path={between}", f"paths.output_dir={tmp_path / 'resumed'}"]))
     full, resumed = (
         torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False) for run in ("full", "resumed")
@@ -114,7 +154,7 @@ def test_equal_stages_skip_a_growth_and_defaults_follow_max_steps(tmp_path):
     overrides += ["trainer.val_check_interval=12", f"paths.output_dir={tmp_path}"]
     train(compose_config(overrides))  # default growth steps [12 // 10, 12 // 4] = [1, 3]
     active = active_slots_per_step(tmp_path)
-    assert [active[step] for step in (0, 1, 2, 3, 11)] == [2, 2, 2, 4, 4]
+    assert [active[step] for step in (0, 1, 2, 3, 4, 11)] == [2, 2, 2, 2, 4, 4]
 
 
 def test_two_process_ddp_run_ends_with_identical_slots_on_both_ranks(tmp_path):
@@ -136,7 +176,7 @@ def test_two_process_ddp_run_ends_with_identical_slots_on_both_ranks(tmp_path):
     output = result.stdout + result.stderr
     assert "MEMBER: 2/2" in output
     assert output.count("initial slots identical on 2 ranks") == 2  # checked by all_gather on each rank
-    assert output.count("step 3: 1 -> 2 active slots") == 2 and output.count("step 5: 2 -> 4 active slots") == 2
+    assert output.count("step 3: 1 -> 2 slots") == 2 and output.count("step 5: 2 -> 4 slots") == 2
 
 
 @pytest.mark.parametrize(
@@ -162,3 +202,19 @@ def test_slotcurri_experiments_carry_the_published_recipe(tmp_path, experiment, 
     module = SimpleNamespace(processor=SimpleNamespace(initialiser=LearnedInit(stages[-1], 4)))
     curriculum.setup(trainer, module, "fit")
     assert (curriculum.stages, curriculum.growth_steps) == (stages, growth_steps)
+    assert (curriculum.neighbours_over_all_slots, curriculum.split_from_copy) == (True, False)  # the authors' code
+
+
+@pytest.mark.parametrize("experiment", ["slotcurri_synthetic", "slotcurri_savi_synthetic"])
+def test_synthetic_experiments_keep_the_active_slots_as_the_pool(tmp_path, experiment):
+    cfg = compose_config([f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    assert cfg.callbacks.curriculum.neighbours_over_all_slots is False
+
+
+@pytest.mark.parametrize("growth_steps", [[0, 5], [3, 4], [5, 3]])
+def test_growth_steps_need_a_step_before_each_growth_on_the_previous_stage(growth_steps):
+    curriculum = SlotCurriculum(stages=[1, 2, 4], growth_steps=growth_steps)
+    trainer = SimpleNamespace(max_steps=10, fast_dev_run=False)
+    module = SimpleNamespace(processor=SimpleNamespace(initialiser=LearnedInit(4, 2)))
+    with pytest.raises(ValueError, match="at least 2 apart"):
+        curriculum.setup(trainer, module, "fit")

@@ -12,6 +12,7 @@ from video_fixtures import (
     assert_train_samples_match,
     assert_whole_video_batches_match,
     write_davis,
+    write_davis_unsupervised,
     write_palette_png,
 )
 
@@ -87,6 +88,43 @@ def test_bad_arguments_fail_at_construction(davis):
         DavisDataModule(str(davis.root), resolution="720p")
     with pytest.raises(ValueError, match="unknown DAVIS split"):
         DavisSource(davis.root, "test")
+    with pytest.raises(ValueError, match="unknown DAVIS annotations"):
+        DavisDataModule(str(davis.root), annotations="Annotations_unsupervised")
+
+
+def test_unsupervised_annotations_are_read_from_their_own_folder(davis):
+    expected = write_davis_unsupervised(davis)
+    module = make_module(davis, annotations="unsupervised", eval_transform=VideoTransform(mode="none"))
+    module.setup()
+    for name in ("camel", "dogs"):
+        batch = next(batch for batch in module.val_dataloader() if batch["meta"]["video_id"] == [name])
+        assert np.array_equal(batch["masks"][0].numpy(), expected[name])
+    assert 2 in expected["camel"] and IGNORE_ID in expected["camel"]  # the relabelled object and the void
+    semi = make_module(davis, eval_transform=VideoTransform(mode="none"))  # the default: Annotations/
+    semi.setup()
+    assert np.array_equal(next(iter(semi.val_dataloader()))["masks"][0].numpy(), davis.splits["val"][0].masks)
+
+
+def test_missing_unsupervised_annotations_name_the_download_and_the_folder(davis):
+    with pytest.raises(DataError, match="unsupervised annotations not found") as info:
+        make_module(davis, annotations="unsupervised").setup()
+    message = str(info.value)
+    assert str(davis.root / "Annotations_unsupervised" / "480p") in message
+    assert "DAVIS-2017-Unsupervised-trainval-480p.zip" in message and "davischallenge.org" in message
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "annotations"),
+    [
+        ("train", [], "semi_supervised"),
+        ("eval", ["eval=label_propagation"], "semi_supervised"),
+        ("eval", ["eval=object_discovery"], "unsupervised"),
+        ("eval", ["eval=object_discovery", "data.annotations=semi_supervised"], "semi_supervised"),
+    ],
+)
+def test_object_discovery_reads_the_unsupervised_annotations(davis, tmp_path, config, overrides, annotations):
+    common = ["data=davis2017", f"data.root={davis.root}", f"paths.output_dir={tmp_path}"]
+    assert compose_config([*common, *overrides], name=config).data.annotations == annotations
 
 
 def test_full_resolution_reads_its_own_folders(davis):

@@ -69,12 +69,20 @@ def test_a_rank_without_evaluation_batch_is_refused_with_the_setting_to_change()
         RoundRobinBatchSampler(4, 4, rank=1, world_size=2)
 
 
-def _contrastive_on_rank(rank: int, world_size: int, init_file: str, slots: torch.Tensor, out_dir: str) -> None:
+def _contrastive_on_rank(
+    rank: int,
+    world_size: int,
+    init_file: str,
+    slots: torch.Tensor,
+    out_dir: str,
+    softmax_over: str,
+    pool_videos: int | None,
+) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         per_rank = slots.shape[0] // world_size
         local = slots[rank * per_rank : (rank + 1) * per_rank].clone().requires_grad_(True)
-        term = SlotSlotContrastive(temperature=0.1).train()
+        term = SlotSlotContrastive(temperature=0.1, softmax_over=softmax_over, pool_videos=pool_videos).train()
         loss = term(ModelOutput(slots=local, masks=torch.zeros(0)), {})
         loss.backward()
         term.eval()
@@ -84,23 +92,33 @@ def _contrastive_on_rank(rank: int, world_size: int, init_file: str, slots: torc
         dist.destroy_process_group()
 
 
-def test_gathered_contrastive_loss_and_gradients_on_two_ranks_equal_one_process(tmp_path):
+@pytest.mark.parametrize(
+    ("softmax_over", "pool_videos"),
+    [("current", None), ("next", None), ("current", 2)],
+    ids=["current", "next", "pools_of_2"],
+)
+def test_gathered_contrastive_loss_and_gradients_on_two_ranks_equal_one_process(tmp_path, softmax_over, pool_videos):
+    """pools_of_2: 3 videos per rank in pools {0, 1}, {2, 3}, {4, 5}; the middle one spans both ranks."""
     torch.manual_seed(0)
-    slots = torch.randn(4, 3, 5, 8, dtype=torch.float64).float()  # [B, T, K, d]
+    slots = torch.randn(6, 3, 5, 8, dtype=torch.float64).float()  # [B, T, K, d]
     full = slots.clone().requires_grad_(True)
-    expected = SlotSlotContrastive(temperature=0.1).train()(ModelOutput(slots=full, masks=torch.zeros(0)), {})
+    term = SlotSlotContrastive(temperature=0.1, softmax_over=softmax_over, pool_videos=pool_videos).train()
+    expected = term(ModelOutput(slots=full, masks=torch.zeros(0)), {})
     expected.backward()
     # spawn, not fork: a fork of a process whose OpenMP thread pool already ran (earlier tests in the
     # same pytest session) can deadlock in the child's first parallel operation
     mp.start_processes(
-        _contrastive_on_rank, args=(2, str(tmp_path / "init"), slots, str(tmp_path)), nprocs=2, start_method="spawn"
+        _contrastive_on_rank,
+        args=(2, str(tmp_path / "init"), slots, str(tmp_path), softmax_over, pool_videos),
+        nprocs=2,
+        start_method="spawn",
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     # DDP averages over ranks: the mean of the rank losses and of the rank gradients is one process's.
     torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, expected.detach())
     torch.testing.assert_close(torch.cat([r["grad"] for r in ranks]) / 2, full.grad)
     # Without the gather the negatives would be the rank's half batch only: a different loss.
-    half = SlotSlotContrastive(temperature=0.1)(ModelOutput(slots=slots[:2], masks=torch.zeros(0)), {})
+    half = term(ModelOutput(slots=slots[:3], masks=torch.zeros(0)), {})
     assert not torch.allclose(half, ranks[0]["loss"])
     torch.testing.assert_close(ranks[0]["eval"], half)  # evaluation pools the rank's own (whole) batch
 

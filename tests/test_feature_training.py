@@ -58,7 +58,8 @@ def encoder_weights(tmp_path_factory) -> tuple[str, str]:
 def test_synthetic_variant_trains_and_validates(tmp_path, experiment):
     cfg = compose_config([f"experiment={experiment}", *FEATURE_TINY, f"paths.output_dir={tmp_path}"])
     metrics = train(cfg)
-    assert 0.0 <= metrics["val/video_fg_ari"] <= 1.0 and "val/mbo" in metrics
+    # an adjusted Rand index lies in [-1, 1]; after 4 steps it is near 0 and may be slightly negative
+    assert -1.0 <= metrics["val/video_fg_ari"] <= 1.0 and "val/mbo" in metrics
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert any(key.startswith("encoder.") for key in checkpoint["state_dict"])  # random weights are kept
 

@@ -103,7 +103,7 @@ def test_slurm_launcher_asks_one_task_per_gpu_and_the_preemption_signal(tmp_path
             return_hydra_config=True,
         )
     assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 4, 1)
-    assert (cfg.trainer.max_steps, cfg.trainer.precision) == (100_000, "bf16-mixed")  # the recipe is kept
+    assert (cfg.trainer.max_steps, cfg.trainer.precision) == (100_000, "16-mixed")  # the recipe is kept
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     # Render the sbatch script as the launcher's executor would (submitit only checks that srun exists).

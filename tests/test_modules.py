@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from conftest import compose_config
+from hydra.utils import instantiate
 
 from ocl.data.sampling import ResumableRandomSampler
 from ocl.modules.decoders import SpatialBroadcastDecoder
@@ -10,7 +12,7 @@ from ocl.modules.initialisers import GaussianInit, LearnedInit
 from ocl.modules.predictors import TransformerPredictor
 from ocl.modules.slot_attention import SlotAttention
 from ocl.modules.video import VideoSlotProcessor
-from ocl.utils.schedules import WarmupExponentialDecay
+from ocl.utils.schedules import WarmupExponentialDecay, warmup_exponential_decay
 
 
 def test_cnn_encoder_token_grid_follows_strides():
@@ -98,18 +100,38 @@ def test_video_processor_uses_predictor_between_frames():
     assert not torch.allclose(slots[:, 1], plain_slots[:, 1])
 
 
-def test_schedule_warms_up_then_decays_to_half():
+def test_schedule_warms_up_from_zero_then_decays_from_the_end_of_the_warmup():
+    """VideoSAUR / SlotContrast / SlotCurri: s / w, then decay_rate ** ((s - w) / (decay_steps - w))."""
     schedule = WarmupExponentialDecay(warmup_steps=10, decay_steps=100, decay_rate=0.5)
-    assert schedule(0) == pytest.approx(0.1 * 0.5 ** (0 / 100))
-    assert schedule(9) == pytest.approx(0.5 ** (9 / 100))
-    assert schedule(100) == pytest.approx(0.5)
+    assert [schedule(step) for step in (0, 1, 5, 9, 10)] == [0.0, 0.1, 0.5, 0.9, 1.0]
+    assert schedule(55) == pytest.approx(0.5**0.5) and schedule(100) == 0.5 and schedule(190) == 0.25
+    all_warmup = WarmupExponentialDecay(warmup_steps=10, decay_steps=10)  # a run as long as its warm-up
+    assert [all_warmup(step) for step in (9, 10)] == [0.9, 0.5]
 
 
-def test_staircase_schedule_halves_every_fifth_of_the_run():
-    """SLASH: 2% warm-up, lr halved every 20% of 1000 steps."""
-    schedule = WarmupExponentialDecay(warmup_steps=20, decay_steps=200, decay_rate=0.5, staircase=True)
-    assert schedule(9) == pytest.approx(0.5) and schedule(19) == 1.0
-    assert [schedule(step) for step in (199, 200, 399, 400, 999)] == [1.0, 0.5, 0.5, 0.25, 0.0625]
+def test_slash_schedule_decays_continuously_from_its_first_step_counted_as_one():
+    """SLASH's train.py: lr(t) = base * min(1, t / W) * 0.5 ** (t / D) at its steps t = 1, 2, ...;
+    W, D = 2%, 20% of the run, here given as fractions of 1000 steps through the optimiser."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=4e-4)
+    scheduler = warmup_exponential_decay(
+        optimizer, 0.02, 0.2, decay_rate=0.5, decay_during_warmup=True, first_step=1, total_steps=1000
+    )
+    lrs = []
+    for _ in range(1000):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [4e-4 * min(1.0, t / 20) * 0.5 ** (t / 200) for t in range(1, 1001)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs[0] > 0 and lrs[-1] == pytest.approx(4e-4 / 32)  # 0.5 ** 5 at the end
+    assert lrs[249] != pytest.approx(lrs[299])  # continuous, not a staircase
+
+
+def test_slash_recipe_schedule_reads_the_run_length(tmp_path):
+    cfg = compose_config(["experiment=slash_movi", "trainer.max_steps=5000", f"paths.output_dir={tmp_path}"])
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    factor = instantiate(cfg.model.scheduler)(optimizer).lr_lambdas[0]
+    assert [factor(s) for s in (0, 99, 999)] == pytest.approx([0.01 * 0.5**0.001, 0.5**0.1, 0.5])
 
 
 def test_resumable_sampler_continues_the_same_stream():
@@ -165,3 +187,38 @@ def test_straight_through_sends_the_last_iteration_gradient_to_the_initial_slots
     torch.testing.assert_close(grad_straight, grad_last)  # only the last iteration's Jacobian, at its input
     with pytest.raises(ValueError, match="update"):
         SlotAttention(input_dim=4, slot_dim=4, update="lstm")
+
+
+@pytest.mark.parametrize("gru_state", ["raw", "normalised"])
+def test_slot_attention_gru_hidden_state_is_the_raw_or_the_normalised_slots(gru_state):
+    torch.manual_seed(0)
+    module = SlotAttention(input_dim=4, slot_dim=6, num_iterations=1, gru_state=gru_state)
+    slots, inputs = torch.randn(2, 3, 6) * 3 + 1, torch.randn(2, 5, 4)
+    updated, attention = module(slots, inputs)[:2]
+    weights = (attention + module.eps) / (attention + module.eps).sum(dim=-1, keepdim=True)
+    updates = weights @ module.to_v(module.norm_inputs(inputs))
+    state = slots if gru_state == "raw" else module.norm_slots(slots)
+    expected = module.gru(updates.reshape(-1, 6), state.reshape(-1, 6)).reshape(2, 3, 6)
+    torch.testing.assert_close(updated, expected)
+    other_state = "normalised" if gru_state == "raw" else "raw"
+    other = SlotAttention(input_dim=4, slot_dim=6, num_iterations=1, gru_state=other_state)
+    other.load_state_dict(module.state_dict())
+    assert not torch.allclose(other(slots, inputs).slots, updated)
+    with pytest.raises(ValueError, match="gru_state"):
+        SlotAttention(input_dim=4, slot_dim=6, gru_state="layer_norm")
+
+
+def test_transformer_attention_init_xavier_as_the_videosaur_code_or_torch_default():
+    torch.manual_seed(0)
+    dim = 64
+    xavier = TransformerPredictor(dim, num_heads=4, attention_init="xavier")
+    bound = (6 / (dim + dim)) ** 0.5  # each of q, k, v and the output projection is a dim x dim Xavier block
+    for weight in (*xavier.qkv.weight.detach().split(dim), xavier.proj.weight.detach()):
+        assert weight.abs().max() <= bound and float(weight.std()) == pytest.approx(bound / 3**0.5, rel=0.05)
+    assert not xavier.qkv.bias.any() and not xavier.proj.bias.any()
+    default = TransformerPredictor(dim, num_heads=4)  # nn.Linear's init: bound 1 / sqrt(fan_in), random biases
+    assert default.qkv.weight.abs().max() <= dim**-0.5 < bound / 1.5 and default.qkv.bias.abs().sum() > 0
+    # the feed-forward layers keep nn.Linear's init in both (as the authors' nn.TransformerEncoderLayer)
+    assert xavier.ffn[0].bias.abs().sum() > 0 and xavier.ffn[0].weight.abs().max() <= dim**-0.5
+    with pytest.raises(ValueError, match="attention_init"):
+        TransformerPredictor(dim, attention_init="kaiming")

@@ -247,6 +247,39 @@ def test_hydra_config_builds_the_data_module(variant: str, converted: Path, tmp_
         assert module.val_set[0]["video"].shape == (FRAMES, 3, 128, 128)
 
 
+@pytest.mark.parametrize(("experiment", "size"), [("videosaur_movi_c", 224), ("slotcontrast_movi_c", 336)])
+def test_recipes_read_the_authors_movi_pipeline(
+    experiment: str, size: int, converted: Path, tfds: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """Evaluation: the stored frames bicubic (no antialiasing) to the model's size and clamped, masks
+    nearest-exact; training: 2-frame chunks of the 5-frame videos (starts 0 and 2, never 1 or 3), flipped or not."""
+    overrides = [f"experiment={experiment}", f"data.root={converted}", "data.train_clip_length=2"]
+    cfg = compose_config([*overrides, f"paths.output_dir={tmp_path}"])
+    module = instantiate(cfg.data)
+    module.setup("fit")
+    video = tfds[1]["val"][0]
+    clip = torch.from_numpy(video.video).permute(3, 0, 1, 2).float() / 255.0  # [3, T, H, W]
+    expected = torch.nn.functional.interpolate(clip, size=(size, size), mode="bicubic", align_corners=False)
+    masks = torch.from_numpy(video.segmentations)[:, None].float()
+    expected_masks = torch.nn.functional.interpolate(masks, size=(size, size), mode="nearest-exact")[:, 0].long()
+    item = module.val_set[0]
+    assert torch.equal(item["video"], expected.clamp(0, 1).permute(1, 0, 2, 3))
+    assert torch.equal(item["masks"], expected_masks)
+    starts, flipped = set(), set()
+    for seed in range(20):
+        sample = module.train_set.sample(1, np.random.default_rng(seed))
+        frames = sample["meta"]["frame_indices"].tolist()
+        starts.add(frames[0])
+        stored = tfds[1]["train"][1].video[frames]
+        clip = torch.from_numpy(stored).permute(3, 0, 1, 2).float() / 255.0
+        expected = torch.nn.functional.interpolate(clip, size=(size, size), mode="bicubic", align_corners=False)
+        expected = expected.clamp(0, 1).permute(1, 0, 2, 3)
+        is_flipped = not torch.equal(sample["video"], expected)
+        assert torch.equal(sample["video"], expected.flip(-1) if is_flipped else expected)
+        flipped.add(is_flipped)
+    assert starts == {0, 2} and flipped == {False, True}
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -163,6 +163,7 @@ def test_model_view_is_the_region_the_transform_reads(height, width):
     )
     assert (model_input - resized(view)).abs().mean() < 0.015 < (model_input - resized(shifted)).abs().mean()
     assert model_view(VideoTransform(32, "resize"), height, width) == (slice(0, height), slice(0, width))
+    assert model_view(VideoTransform(32, "center_square"), height, width) == view
 
 
 def test_cyclic_inference_cannot_run_in_chunks(tiny_checkpoint):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO, compose_config, run_cli
 from omegaconf import OmegaConf
-from video_fixtures import write_davis
+from video_fixtures import write_davis, write_davis_unsupervised
 
 from ocl.cli import build_model, train
 from ocl.eval.label_propagation import PropagationSettings
@@ -94,16 +94,54 @@ def test_instance_masks_sum_to_one_over_semantics_and_instances():
 
 
 @pytest.mark.parametrize("learn_sigma", [True, False])
-def test_sigma_learns_through_the_reparameterised_sample(learn_sigma):
+def test_learn_sigma_decides_whether_stage_2_trains_mu_and_sigma(learn_sigma):
+    """True: the reparameterised sample trains both; False: zero gradients, as torch.normal's
+    (the instance slots depend on mu only through their initialisation: the hard area has none)."""
     torch.manual_seed(3)
     attention = two_stage(hard_area=True, learn_sigma=learn_sigma)
     slots = attention(torch.randn(2, 6, 8), torch.randn(2, 3, 2, 8))
     slots.instance_slots.square().sum().backward()
-    if learn_sigma:
-        assert attention.log_sigma.grad is not None and attention.log_sigma.grad.abs().sum() > 0
-    else:
-        assert attention.log_sigma.grad is None
-    assert attention.mu.grad.abs().sum() > 0
+    for gradient in (attention.log_sigma.grad, attention.mu.grad):
+        assert gradient is not None and (gradient.abs().sum() > 0) == learn_sigma
+    attention.zero_grad()
+    attention(torch.randn(2, 6, 8), torch.randn(2, 3, 2, 8)).semantic_slots.sum().backward()
+    assert attention.mu.grad.abs().sum() > 0  # stage 1 trains mu either way
+
+
+def test_zero_sigma_gradient_still_lets_adamw_decay_it():
+    """The authors' AdamW shrinks their never-trained log-sigma by weight decay: ours too."""
+    torch.manual_seed(3)
+    attention = two_stage(hard_area=True, learn_sigma=False)
+    before = attention.log_sigma.detach().clone()
+    optimizer = torch.optim.AdamW([attention.log_sigma], lr=0.1, weight_decay=0.5)
+    attention(torch.randn(2, 6, 8), torch.randn(2, 3, 2, 8)).instance_slots.sum().backward()
+    optimizer.step()
+    torch.testing.assert_close(attention.log_sigma.detach(), before * (1 - 0.1 * 0.5))
+
+
+def test_log_sigma_starts_as_the_authors_xavier_uniform():
+    attention = SemanticInstanceAttention(SlotAttention(384, 384, update="residual"), 16, 4, 384)
+    bound = math.sqrt(6 / (17 * 384))  # xavier_uniform_ of a (1, 16, 1, 384) tensor
+    values = attention.log_sigma.detach()
+    assert values.abs().max() <= bound and values.abs().max() > 0.9 * bound and abs(values.mean()) < 0.05 * bound
+
+
+def test_qkv_bias_gives_the_projections_biases():
+    plain, biased = SlotAttention(8, 8), SlotAttention(8, 8, qkv_bias=True)
+    for name in ("to_q", "to_k", "to_v"):
+        assert getattr(plain, name).bias is None and getattr(biased, name).bias.shape == (8,)
+
+
+def test_more_iterations_change_the_slots_and_evaluation_proposals_are_scored(tmp_path):
+    model = smtc_model(tmp_path).eval()
+    video = torch.rand(1, 3, 3, 64, 64)
+    torch.manual_seed(0)
+    masks, scores = model.instance_proposals(video)
+    torch.manual_seed(0)
+    masks5, _ = model.instance_proposals(video, num_iterations=5)
+    assert masks.shape == (1, 3, 8, 8, 8) and scores.shape == (1, 3, 8)  # S*I = 4*2 on the 8 x 8 grid
+    torch.testing.assert_close(masks.sum(dim=2), torch.ones(1, 3, 8, 8))
+    assert scores.abs().max() <= 1 + 1e-6 and not torch.allclose(masks, masks5)
 
 
 # ----------------------------------------------------------------------------- teacher and optimisation
@@ -137,7 +175,7 @@ def test_training_steps_leave_the_teacher_an_ema_of_the_student(tmp_path):
 
 
 def test_student_encoder_is_frozen_for_the_first_steps_then_trains_at_its_lr_scale(tmp_path):
-    model = smtc_model(tmp_path, "model.encoder_lr_scale=0.01")
+    model = smtc_model(tmp_path, "model.encoder_lr_scale=0.01", "model.encoder_freeze=no_grad")
     model.train()
     batch = {"video": torch.rand(1, 2, 3, 64, 64)}
     for frozen_steps, expect_gradient in ((5, False), (0, True)):  # the step is 0 outside a trainer
@@ -156,6 +194,29 @@ def test_student_encoder_is_frozen_for_the_first_steps_then_trains_at_its_lr_sca
         in_encoder = id(group["params"][0]) in encoder_ids
         assert group["lr"] == pytest.approx(4e-4 * (0.01 if in_encoder else 1.0))
         assert group["weight_decay"] == (0.0 if group["params"][0].ndim <= 1 else 0.1)
+
+
+@pytest.mark.parametrize("frozen_steps", [5, 0])
+def test_zero_lr_freeze_steps_the_encoder_at_lr_0_so_adamw_moments_fill_up(tmp_path, frozen_steps):
+    """The authors' freeze: gradients reach the encoder and AdamW steps it at lr 0 (it does not
+    move, weight decay included, but its moments fill up); the scheduled lr is kept for later."""
+    model = smtc_model(tmp_path, "model.encoder_freeze=zero_lr", f"model.encoder_frozen_steps={frozen_steps}")
+    model.train()
+    optimizer = model.configure_optimizers()["optimizer"]
+    batch = {"video": torch.rand(1, 2, 3, 64, 64)}
+    total, _ = model.compute_losses(model(batch), batch)  # the step is 0 outside a trainer
+    total.backward()
+    encoder = [p for p in model.encoder.parameters() if p.grad is not None]
+    assert encoder and all(p.grad.abs().sum() > 0 for p in encoder[:3])
+    before = [p.detach().clone() for p in encoder]
+    head_before = model.head.attention.mu.detach().clone()
+    scheduled = [group["lr"] for group in optimizer.param_groups]
+    model.optimizer_step(0, 0, optimizer)
+    assert [group["lr"] for group in optimizer.param_groups] == scheduled
+    moved = [not torch.equal(p, b) for p, b in zip(encoder, before, strict=True)]
+    assert any(moved) == (frozen_steps == 0)
+    assert all(optimizer.state[p]["exp_avg"].abs().sum() > 0 for p in encoder[:3])
+    assert not torch.equal(model.head.attention.mu, head_before)
 
 
 def test_cosine_decay_goes_from_the_peak_to_the_final_ratio():
@@ -192,6 +253,21 @@ def test_augmentation_with_every_operation_off_is_the_identity():
     augment = PhotometricAugmentation(0.0, 1.0, 0.0, 0.0, 0.0, 0.0, blur_probability=0.0)
     video = torch.rand(2, 2, 3, 8, 8)
     torch.testing.assert_close(augment(video), video)
+
+
+def test_a_run_blur_sigma_is_drawn_once_and_saved_with_the_model():
+    torch.manual_seed(5)
+    run = PhotometricAugmentation(0.0, 0.0, blur_probability=1.0, blur_sigma_draw="run")
+    sigma = float(run.run_blur_sigma)
+    assert 0.1 <= sigma <= 2.0 and "run_blur_sigma" in run.state_dict()
+    assert "run_blur_sigma" not in PhotometricAugmentation().state_dict()  # per-video draws: nothing to save
+    video = torch.rand(1, 1, 3, 32, 32).expand(4, 1, 3, 32, 32)  # four copies of one clip
+    blurred = run(video)
+    torch.testing.assert_close(blurred, blurred[:1].expand_as(blurred))  # every clip blurred with the same sigma
+    per_video = PhotometricAugmentation(0.0, 0.0, blur_probability=1.0)(video)
+    assert not torch.allclose(per_video, per_video[:1].expand_as(per_video))
+    with pytest.raises(ValueError, match="blur_sigma_draw"):
+        PhotometricAugmentation(blur_sigma_draw="step")
 
 
 def test_grayscale_makes_the_channels_equal():
@@ -265,17 +341,20 @@ def test_smtc_trains_then_both_davis_evaluations_run(tmp_path):
     )
     assert all(math.isfinite(metrics[f"val/{name}"]) for name in ("video_fg_ari", "semantic_stability", "loss"))
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    davis = write_davis(tmp_path / "davis").root
+    fixture = write_davis(tmp_path / "davis")
+    davis = fixture.root
     common = [f"data.root={davis}", "data.num_workers=0", "callbacks.progress_bar=null"]
+    discovery = [f"ckpt_path={checkpoint}", "eval=object_discovery", "data=davis2017", *common]
+    discovery += ["eval.settings.frame_size=[32,48]", "eval.device=cpu", f"paths.output_dir={tmp_path / 'discovery'}"]
 
-    discovery = run_cli(
-        "eval.py",
-        [f"ckpt_path={checkpoint}", "eval=object_discovery", "data=davis2017", "data.eval_transform.size=32", *common]
-        + [f"paths.output_dir={tmp_path / 'discovery'}"],
-    )
-    assert discovery.returncode == 0, discovery.stderr[-3000:]
+    missing = run_cli("eval.py", discovery)  # the unsupervised labels are a separate download
+    assert missing.returncode != 0 and "DAVIS-2017-Unsupervised-trainval-480p.zip" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    write_davis_unsupervised(fixture)
+    result = run_cli("eval.py", discovery)
+    assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads((tmp_path / "discovery" / "metrics.json").read_text())
-    assert 0 <= scores["val/j_and_f"] <= 1 and "val/semantic_stability" in scores
+    assert 0 <= scores["val/j_and_f"] <= 1 and scores["val/num_videos"] == 2 and scores["val/num_objects"] == 4
 
     for source in ([f"ckpt_path={checkpoint}"], ["model=dino_vits16", "model.weights=random"]):
         out = tmp_path / f"propagation_{len(source)}"
@@ -292,9 +371,13 @@ def test_smtc_trains_then_both_davis_evaluations_run(tmp_path):
 
 
 def test_two_process_ddp_training_keeps_one_teacher_on_both_ranks(tmp_path):
-    """Real DDP (two gloo processes from train.py): the EMA teachers stay identical across ranks."""
+    """Real DDP (two gloo processes from train.py) with the recipe's options (encoder at lr 0 for
+    2 steps, zero-gradient instance init, noise per frame, one blur sigma): the EMA teachers stay
+    identical across ranks."""
+    recipe = ["model.encoder_freeze=zero_lr", "model.encoder_frozen_steps=2", "model.head.attention.learn_sigma=false"]
+    recipe += ["model.shared_instance_noise=false", "model.augmentation.blur_sigma_draw=run"]
     result = subprocess.run(
-        [sys.executable, "train.py", *SYNTHETIC, "data.train_size=8", "data.batch_size=1"]
+        [sys.executable, "train.py", *SYNTHETIC, *recipe, "data.train_size=8", "data.batch_size=1"]
         + ["trainer.max_steps=3", "trainer.val_check_interval=3", "logger=csv", "callbacks.progress_bar=null"]
         + ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
         + ["trainer.strategy=ddp_find_unused_parameters_true"]

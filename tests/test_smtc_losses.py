@@ -11,6 +11,8 @@ from scipy.optimize import linear_sum_assignment
 
 from ocl.losses.smtc import (
     EXHAUSTIVE_MATCHING_MAX,
+    PULL_OFFSETS,
+    InstanceConsistencyLoss,
     hungarian_matches,
     instance_consistency,
     instance_validity,
@@ -226,6 +228,27 @@ def test_instance_consistency_equals_its_formula(seed):
     torch.testing.assert_close(low, torch.tensor(loop_instance_loss(student, teacher, valid_s, valid_t, -1.0)))
 
 
+def test_the_authors_negative_cosine_pull_shifts_the_loss_and_keeps_the_gradient():
+    """-cos (the authors') and 1 - cos differ by the share of valid pulls, a constant."""
+    student, teacher, valid_s, valid_t = instance_inputs(seed=7)
+    losses, gradients = [], []
+    for offset in (PULL_OFFSETS["negative_cosine"], PULL_OFFSETS["one_minus_cosine"]):
+        leaf = student.clone().requires_grad_(True)
+        loss = instance_consistency(leaf, teacher, valid_s, valid_t, pull_offset=offset)
+        loss.backward()
+        losses.append(loss)
+        gradients.append(leaf.grad)
+    similarity = torch.einsum("bispd,bjsqd->bijspq", student, teacher)
+    matched = hungarian_matches(similarity)
+    valid_pulls = (valid_s[:, :, None, :, :, None] & matched & valid_t[:, None, :, :, None, :]).sum()
+    shift = valid_pulls / (valid_s.sum() * student.shape[1])
+    torch.testing.assert_close(losses[1] - losses[0], shift.float())
+    torch.testing.assert_close(gradients[0], gradients[1])
+    assert InstanceConsistencyLoss(pull="negative_cosine").pull_offset == 0.0
+    with pytest.raises(ValueError, match="unknown instance pull"):
+        InstanceConsistencyLoss(pull="cosine")
+
+
 def test_instance_consistency_zero_for_consistent_orthogonal_instances():
     torch.manual_seed(4)
     batch, frames, semantics, instances, dim = 2, 3, 2, 3, 5
@@ -272,6 +295,18 @@ def test_instance_consistency_gradients_reach_only_the_student():
     assert teacher.grad is None
     with pytest.raises(ValueError, match="same shape"):
         instance_consistency(student, teacher[:, :, :, :2], valid_s, valid_t)
+
+
+def test_losses_keep_float64_inputs_in_float64():
+    student, teacher, keys = semantic_inputs()
+    s_inst, t_inst, valid_s, valid_t = instance_inputs()
+    values = (
+        semantic_consistency(student.double(), teacher.double(), keys.double()),
+        mask_diversity(teacher.double()),
+        instance_consistency(s_inst.double(), t_inst.double(), valid_s, valid_t),
+        sinkhorn(torch.rand(1, 3, 4).double(), torch.ones(1, 3), torch.ones(1, 4)),
+    )
+    assert all(value.dtype == torch.float64 for value in values)
 
 
 def test_losses_run_in_fp32_under_autocast():

@@ -1,7 +1,11 @@
-"""Frozen ViT encoders: features and keys against a manual timm computation, freezing, weights, configs."""
+"""ViT encoders: features and keys against a manual timm computation, freezing, weights, configs; a
+trainable one's drop path and DINO's per-call position interpolation (SMTC's student)."""
 
 from __future__ import annotations
 
+import copy
+import json
+import math
 from pathlib import Path
 
 import huggingface_hub
@@ -9,15 +13,17 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from conftest import compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from ocl.modules.vit import ViTEncoder, WeightsError
+from ocl.modules.vit import ViTEncoder, WeightsError, dino_position_embedding
 
 ENCODER_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "model" / "encoder").glob("*.yaml"))
+SMTC_CHECKPOINT = Path(__file__).resolve().parent / "fixtures" / "golden" / "checkpoints" / "smtc.json"
 NAME = "vit_small_patch16_224.dino"
 TINY = {"patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2}
 
@@ -179,3 +185,121 @@ def test_encoder_configs_instantiate_with_random_weights(config):
     assert encoder.embed_dim == cfg.embed_dim and encoder.patch_size == cfg.patch_size
     assert len(encoder.vit.blocks) == cfg.block
     assert encoder.vit.pos_embed.shape[1] == encoder.num_tokens(cfg.image_size) + encoder.vit.num_prefix_tokens
+
+
+# ----------------------------------------------------------------------------- SMTC's student ViT
+
+TINY16 = {**TINY, "patch_size": 16}
+"""A tiny ViT with DINO ViT-S/16's patch, so its 224 px table is DINO's 14x14."""
+
+
+def test_drop_path_follows_the_linear_rule_and_acts_only_in_training_of_a_trainable_encoder():
+    torch.manual_seed(0)
+    encoder = ViTEncoder(NAME, image_size=32, weights="random", trainable=True, drop_path_rate=0.6, **TINY)
+    rates = [[getattr(path, "drop_prob", 0.0) for path in (b.drop_path1, b.drop_path2)] for b in encoder.vit.blocks]
+    assert rates == [[pytest.approx(0.6 * i / 3)] * 2 for i in range(4)]  # 0 -> 0.6 over 4 blocks (0: Identity)
+    plain = ViTEncoder(NAME, image_size=32, weights="random", trainable=True, **TINY)
+    plain.load_state_dict(encoder.state_dict())
+    images = torch.rand(8, 3, 32, 32)
+    reference = plain(images).features
+    parent = nn.Sequential(encoder).train()
+    assert encoder.training and all(module.training for module in encoder.modules())
+    dropped, again = encoder(images).features, encoder(images).features
+    assert not torch.allclose(dropped, reference) and not torch.allclose(dropped, again)  # random, per call
+    plain.train()
+    torch.testing.assert_close(plain(images).features, reference)  # rate 0: training mode changes nothing
+    parent.eval()
+    torch.testing.assert_close(encoder(images).features, reference)  # eval: identity
+    teacher = copy.deepcopy(encoder).requires_grad_(False)  # SMTC's teacher: a frozen copy
+    teacher.trainable = False
+    teacher.train()
+    assert not any(module.training for module in teacher.modules())
+    torch.testing.assert_close(teacher(images).features, reference)
+    with pytest.raises(ValueError, match="drop_path_rate needs trainable=true"):
+        ViTEncoder(NAME, image_size=32, weights="random", drop_path_rate=0.1, **TINY)
+
+
+def _cubic(distance: float, a: float = -0.75) -> float:
+    """Keys' cubic convolution kernel (bicubic interpolation's, ``a = -0.75``)."""
+    x = abs(distance)
+    if x <= 1:
+        return (a + 2) * x**3 - (a + 3) * x**2 + 1
+    return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a if x < 2 else 0.0
+
+
+def _dino_resampling(side: int, size: int) -> torch.Tensor:
+    """``[size, side]`` weights of DINO's 1-d bicubic resampling from ``side`` to ``size``
+    positions: scale factor ``(size + 0.1) / side``, so output ``i`` reads the source at
+    ``(i + 0.5) * side / (size + 0.1) - 0.5``; the 4 taps around it, clamped at the borders."""
+    weights = torch.zeros(size, side, dtype=torch.float64)
+    for i in range(size):
+        source = (i + 0.5) * side / (size + 0.1) - 0.5
+        base = math.floor(source)
+        for tap in range(base - 1, base + 3):
+            weights[i, min(max(tap, 0), side - 1)] += _cubic(source - tap)
+    return weights
+
+
+def _dino_table(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """DINO's formula by hand: the 14x14 part of ``table [1, 1 + 196, D]`` resampled to ``grid``."""
+    side = math.isqrt(table.shape[1] - 1)
+    patches = table[0, 1:].reshape(side, side, -1)  # [g, g, D]
+    rows, cols = _dino_resampling(side, grid[0]), _dino_resampling(side, grid[1])
+    resampled = torch.einsum("hi,ijd,wj->hwd", rows, patches, cols).reshape(1, grid[0] * grid[1], -1)
+    return torch.cat([table[:, :1], resampled], dim=1)
+
+
+def _timm_with_table(encoder: ViTEncoder, table: torch.Tensor, grid: tuple[int, int]) -> nn.Module:
+    """A timm ViT with ``encoder``'s weights and the position ``table`` made for ``grid`` (timm uses
+    a table of the input's own grid as it is)."""
+    state = {**encoder.vit.state_dict(), "pos_embed": table}
+    size = (grid[0] * 16, grid[1] * 16)
+    model = timm.create_model(NAME, pretrained=False, img_size=size, dynamic_img_size=True, **TINY16)
+    model.prune_intermediate_layers([len(encoder.vit.blocks) - 1], prune_norm=True, prune_head=True)
+    model.load_state_dict(state)
+    return model.to(table.dtype).eval()
+
+
+@pytest.mark.parametrize("size", [(256, 256), (480, 800)], ids=["train_256", "eval_480x800"])
+def test_dino_per_call_interpolation_is_dinos_formula(size):
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(1)
+        encoder = ViTEncoder(
+            NAME, image_size=256, weights="random", trainable=True, position_interpolation="dino_per_call", **TINY16
+        )
+        assert encoder.vit.pos_embed.shape == (1, 1 + 14 * 14, 32)  # the 224 px table is kept
+        grid = (size[0] // 16, size[1] // 16)
+        expected = _dino_table(encoder.vit.pos_embed.detach(), grid)
+        torch.testing.assert_close(dino_position_embedding(encoder.vit.pos_embed, grid), expected, rtol=0, atol=1e-12)
+        timm_way = resample_abs_pos_embed(encoder.vit.pos_embed.detach(), new_size=grid, num_prefix_tokens=1)
+        assert (timm_way - expected).abs().max() > 1e-3  # antialiased, exact-size resampling differs
+        images = torch.rand(2, 3, *size)
+        out = encoder(images)
+        features, keys = manual_block(_timm_with_table(encoder, expected, grid), images, len(encoder.vit.blocks))
+        torch.testing.assert_close(out.features, features, rtol=0, atol=1e-10)
+        torch.testing.assert_close(out.keys, keys, rtol=0, atol=1e-10)
+        out.features.sum().backward()
+        assert encoder.vit.pos_embed.grad.abs().sum() > 0  # the 14x14 table is what is fine-tuned
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_dino_per_call_keeps_the_table_at_its_own_grid_and_refuses_other_layouts():
+    encoder = ViTEncoder(NAME, image_size=224, weights="random", position_interpolation="dino_per_call", **TINY16)
+    assert dino_position_embedding(encoder.vit.pos_embed, (14, 14)) is encoder.vit.pos_embed
+    with pytest.raises(ValueError, match="DINO's layout"):
+        ViTEncoder(NAME, weights="random", position_interpolation="dino_per_call", reg_tokens=2, **TINY16)
+    with pytest.raises(ValueError, match="position_interpolation"):
+        ViTEncoder(NAME, weights="random", position_interpolation="bilinear", **TINY16)
+
+
+def test_smtc_recipe_student_keeps_the_table_of_the_authors_checkpoint():
+    """SMTC's files store the student's fine-tuned 14x14 table (1, 197, 384): the recipe's
+    encoder holds the same shape, so their checkpoint maps onto it 1:1 (no resampling)."""
+    cfg = compose_config(["experiment=smtc_ytvos", "paths.output_dir=/unused", "paths.data_root=/unused"])
+    assert cfg.model.encoder.drop_path_rate == 0.1
+    encoder = instantiate(cfg.model.encoder, weights="random")
+    theirs = json.loads(SMTC_CHECKPOINT.read_text())["state_dict"]["encoder.pos_embed"]
+    assert list(encoder.vit.pos_embed.shape) == theirs == [1, 197, 384]
+    assert encoder.num_tokens() == 16 * 16 and encoder.position_interpolation == "dino_per_call"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import compose_config
 from hydra.utils import instantiate
 from video_fixtures import (
@@ -231,3 +234,63 @@ def test_train_loader_without_trainer_yields_valid_batches(ytvis):
     validate_batch(batches[0])
     assert batches[0]["video"].shape == (2, 2, 3, 16, 16)
     assert sorted(batches[0]["meta"]["video_id"]) == [video.name for video in ytvis.videos[:-NUM_VAL]]
+
+
+def authors_evaluation_view(frames: np.ndarray, masks: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' YT-VIS evaluation input, by torch ops: frames and masks stored at short side
+    320 (nearest-exact, long side floored), the centred square (half offsets to even), frames
+    bicubic to ``size`` and clamped, masks nearest-exact to ``size``."""
+    height, width = frames.shape[1:3]
+    stored = (math.floor(height / width * 320), 320) if width < height else (320, math.floor(width / height * 320))
+    side = min(stored)
+    top, left = round((stored[0] - side) / 2.0), round((stored[1] - side) / 2.0)
+    window = (slice(top, top + side), slice(left, left + side))
+    clip = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255.0
+    clip = F.interpolate(clip, size=stored, mode="nearest-exact")
+    clip = F.interpolate(clip[..., window[0], window[1]], size=(size, size), mode="bicubic", align_corners=False)
+    labels = F.interpolate(torch.from_numpy(masks)[:, None].float(), size=stored, mode="nearest-exact")
+    labels = F.interpolate(labels[..., window[0], window[1]], size=(size, size), mode="nearest-exact")
+    return clip.clamp(0, 1).permute(1, 0, 2, 3), labels[:, 0].long()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "chunk"),
+    [("videosaur_ytvis", 2), ("slotcontrast_ytvis", None)],  # VideoSAUR's 6-frame chunks, shortened to fit the fixture
+)
+def test_recipes_evaluate_the_authors_view_and_train_on_their_chunks(experiment, chunk, tmp_path):
+    ytvis = write_ytvis(tmp_path / "ytvis2021", 2021)  # the recipes' version
+    overrides = [f"data.eval_clip_length={chunk}"] if chunk else []
+    cfg = compose_config(
+        [
+            f"experiment={experiment}",
+            f"data.root={ytvis.root}",
+            f"data.num_val_videos={NUM_VAL}",
+            "data.num_workers=0",
+            "data.train_clip_length=2",  # the fixture's training videos have 4 and 3 frames
+            *overrides,
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    subset, with_subset = instantiate(cfg.data.eval_subset), instantiate(cfg.data)
+    cfg.data.eval_subset = None  # every item first
+    module = instantiate(cfg.data)
+    module.setup("fit")
+    size = cfg.model.encoder.image_size
+    videos = ytvis.videos[-NUM_VAL:]  # 5 and 3 frames
+    if chunk:  # whole 2-frame chunks only: frames 0-1 and 2-3 of the first video, 0-1 of the second
+        expected_items = [(videos[0], [0, 1]), (videos[0], [2, 3]), (videos[1], [0, 1])]
+    else:
+        expected_items = [(video, list(range(len(video.frames)))) for video in videos]
+    assert len(module.val_set) == len(expected_items)
+    for index, (video, frames) in enumerate(expected_items):
+        item = module.val_set[index]
+        assert item["meta"]["frame_indices"].tolist() == frames
+        expected_video, expected_masks = authors_evaluation_view(video.frames[frames], video.masks[frames], size)
+        assert torch.equal(item["video"], expected_video) and torch.equal(item["masks"], expected_masks)
+    train_transform = instantiate(cfg.data.train_transform)
+    assert train_transform.horizontal_flip == (experiment == "videosaur_ytvis")
+    assert_train_samples_match(module.train_set, ytvis.videos[:-NUM_VAL], train_transform)
+    starts = {int(module.train_set.clip_frames(0, np.random.default_rng(seed))[0]) for seed in range(30)}
+    assert starts == {0, 2}  # the 4-frame video's two chunks, never frame 1
+    with_subset.setup("validate")
+    assert with_subset.val_set.indices == subset.select(module.val_set.item_videos(), NUM_VAL)

@@ -15,9 +15,10 @@ from video_fixtures import YTVOSFixture, write_jpeg, write_ytvos_train
 
 from ocl.cli import train
 from ocl.data.batch import MASKS, validate_batch
+from ocl.data.clips import VideoSource
 from ocl.data.errors import DataError
 from ocl.data.transforms import VideoTransform
-from ocl.data.ytvos import YouTubeVOSDataModule
+from ocl.data.ytvos import SMTCClips, YouTubeVOSDataModule, smtc_clip_fits
 
 RAW = VideoTransform(mode="none")
 LONG, SHORT, EXACT, LAST = "0a1b2c3d4e", "1b2c3d4e5f", "2c3d4e5f6a", "3d4e5f6a7b"
@@ -79,6 +80,62 @@ def test_validation_is_the_last_videos_whole_and_without_masks(ytvos):
         torch.testing.assert_close(batch["video"][0], expected, rtol=0, atol=0)
 
 
+class LengthsOnly(VideoSource):
+    """Videos that only have lengths (clip draws read nothing else)."""
+
+    def __init__(self, *lengths: int) -> None:
+        self.lengths = lengths
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def video_id(self, index: int) -> str:
+        return str(index)
+
+    def num_frames(self, index: int) -> int:
+        return self.lengths[index]
+
+    def read(self, index, frame_indices):
+        raise AssertionError("not read")
+
+
+@pytest.mark.parametrize(
+    ("length", "clips"),
+    [
+        (13, {(0, 3, 6, 9)}),  # 13 <= 4g + 1: gap 3, centre 6 only
+        (14, {(0, 3, 6, 9), (1, 4, 7, 10)}),  # the last 3 frames are never drawn
+        (18, {(0, 4, 8, 12), (1, 5, 9, 13)}),  # gap 4, centres 8 and 9: frames 14-17 never drawn
+    ],
+)
+def test_smtc_draw_centres_clips_and_shrinks_the_gap_of_short_videos(length, clips):
+    """SMTC's src/data.py: centre c uniform in [2g, n - 2g - 1], frames c - 2g, c - g, c, c + g;
+    videos of at most 4g + 1 frames are drawn with g - 1."""
+    dataset = SMTCClips(LengthsOnly(length), clip_length=4, frame_stride=4)
+    draws = {tuple(dataset.clip_frames(0, np.random.default_rng(seed)).tolist()) for seed in range(40)}
+    assert draws == clips
+    assert [smtc_clip_fits(n, 4, 4) for n in (12, 13)] == [False, True]  # under 13 frames: no centre at all
+
+
+def test_smtc_draw_leaves_out_what_it_cannot_draw_from(ytvos, caplog):
+    with caplog.at_level(logging.WARNING, logger="ocl.data.ytvos"):
+        module = make_module(ytvos, clip_draw="smtc")
+        module.setup("fit")
+    assert isinstance(module.train_set, SMTCClips) and video_ids(module.train_set) == [LONG, EXACT]
+    assert "shorter than the 13 frames" in caplog.text and SHORT in caplog.text
+    item = module.train_set.sample(0, np.random.default_rng(0))
+    assert np.array_equal(np.diff(item["meta"]["frame_indices"].numpy()), [3, 3, 3])  # LONG: 14 frames, gap 3
+    assert module.val_set.clip_length is None  # validation: whole videos, as with the uniform draw
+    with pytest.raises(ValueError, match="unknown clip_draw"):
+        make_module(ytvos, clip_draw="random")
+
+
+def test_training_on_every_video_keeps_the_validation_videos_in_train(ytvos):
+    module = make_module(ytvos, num_val_videos=2, val_held_out=False)
+    module.setup("fit")
+    assert video_ids(module.train_set) == [LONG, EXACT, LAST]  # every video long enough (SHORT is not)
+    assert video_ids(module.val_set) == [EXACT, LAST]
+
+
 def test_short_training_videos_are_left_out_and_counted(ytvos, caplog):
     with caplog.at_level(logging.WARNING, logger="ocl.data.ytvos"):
         make_module(ytvos).setup("fit")
@@ -120,12 +177,14 @@ def test_config_is_smtcs_recipe_under_the_data_root(ytvos, tmp_path):
     )
     assert cfg.data.root == str(ytvos.root)  # ${paths.data_root}/ytvos/train
     assert (cfg.data.train_clip_length, cfg.data.frame_stride, cfg.data.val_batch_size) == (4, 4, 1)
+    assert (cfg.data.clip_draw, cfg.data.val_held_out) == ("smtc", False)  # SMTC trains on every video
     module = instantiate(cfg.data)
     assert isinstance(module, YouTubeVOSDataModule) and module.train_transform.mode == "resize"
     module.setup("fit")
+    assert video_ids(module.train_set) == [LONG, EXACT, LAST]
     item = module.train_set.sample(0, np.random.default_rng(0))
     assert item["video"].shape == (4, 3, 256, 256)  # 24 x 32 frames stretched to 256 x 256
-    assert np.array_equal(np.diff(item["meta"]["frame_indices"].numpy()), [4, 4, 4])
+    assert np.array_equal(np.diff(item["meta"]["frame_indices"].numpy()), [3, 3, 3])  # 14 frames: SMTC's gap 3
     batch = next(iter(module.val_dataloader()))
     validate_batch(batch)
     assert batch["video"].shape == (1, 13, 3, 256, 256) and MASKS not in batch

@@ -228,6 +228,24 @@ def write_davis(root: Path, seed: int = 0) -> DavisFixture:
     return DavisFixture(root, splits)
 
 
+def write_davis_unsupervised(fixture: DavisFixture) -> dict[str, np.ndarray]:
+    """Add the unsupervised task's labels to a written DAVIS folder, as its separate download
+    (``DAVIS-2017-Unsupervised-trainval-480p.zip``) lays them out: ``Annotations_unsupervised/480p/
+    <sequence>/<frame:05d>.png`` palette PNGs. Every sequence gets other ids than in ``Annotations``:
+    object 1 a block in the top-left corner, object 2 the semi-supervised object 1, void kept.
+    Returns the expected ids ``[T, H, W]`` per sequence."""
+    expected = {}
+    for videos in fixture.splits.values():
+        for video in videos:
+            ids = np.where(video.masks == 1, 2, video.masks)
+            ids[:, :3, :3] = 1
+            for t, frame in enumerate(ids):
+                path = fixture.root / "Annotations_unsupervised" / "480p" / video.name / f"{t:05d}.png"
+                write_palette_png(path, np.where(frame == IGNORE_ID, 255, frame))
+            expected[video.name] = ids
+    return expected
+
+
 HEIGHT, WIDTH = 48, 64
 
 

@@ -2,17 +2,21 @@
 
 Training starts with a few of the learned slots and grows their number at given steps
 (default counts ``[2, N//2, N]`` at ``[max_steps//10, max_steps//4]``). On the batch just before
-a growth step, each active slot's reconstruction error is measured; the new slots go to the
-parents in proportion to their error (floors first, the rest to the largest remainders), and
-each child starts as its parent plus noise (:func:`split_slots`). Parents keep their values and
-the optimiser state is untouched. Evaluation always uses all ``N`` slots
-(:class:`~ocl.modules.initialisers.LearnedInit`).
+a growth step ``h``, each active slot's reconstruction error is measured; at step ``h``, before
+its forward pass, the new slots go to the parents in proportion to their error (floors first,
+the rest to the largest remainders) and each child is written as its parent plus noise
+(:func:`split_slots`), but step ``h`` still trains the old count: the children first train at
+step ``h + 1``, as in the authors' code. Parents keep their values and the optimiser state is
+untouched. Evaluation always uses all ``N`` slots (:class:`~ocl.modules.initialisers.LearnedInit`).
 
-Differences from the authors' code (METHODS.md, "Decision"): the nearest neighbour and mean
-norm use the active slots (``neighbours_over_all_slots=True`` reproduces the code); errors are
-all-reduced over DDP ranks and the split is seeded and broadcast from rank 0, so every rank
-holds the same slots; the measured errors are callback state saved in checkpoints, so a run
-resumed between the measurement and the split splits exactly as an uninterrupted one.
+As the authors' code by default: the nearest neighbour and the mean norm are taken over all
+``N`` rows, untrained ones included (``neighbours_over_all_slots=False``: the active slots only),
+and the children are written in place while later parents of the same growth are still read
+(``split_from_copy=True``: every parent uses the rows as they were before the growth).
+Differences that change nothing on one process: errors are all-reduced over DDP ranks and the
+split is seeded and broadcast from rank 0, so every rank holds the same slots; the measured
+errors are callback state saved in checkpoints, so a run resumed between the measurement and
+the split splits exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ import torch.nn.functional as F
 
 from ocl.methods.output import ModelOutput
 from ocl.modules.initialisers import LearnedInit
+from ocl.utils.precision import at_least_float32
 
 log = logging.getLogger(__name__)
+
+MEAN_NORM_EPS = 1e-8
+"""Added to the mean slot norm in the noise scale (the authors' code)."""
 
 
 def per_slot_error_sums(output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,17 +46,18 @@ def per_slot_error_sums(output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor
 
     ``e`` is the squared reconstruction error averaged over channels at each position;
     ``mask_s`` the decoder's mask of slot ``s``. Reconstructions are tokens ``[B, T, N, D]`` or
-    frames ``[B, T, C, h, w]`` (masks ``[B, T, K, h, w]`` on the same positions).
+    frames ``[B, T, C, h, w]`` (masks ``[B, T, K, h, w]`` on the same positions). Half precision
+    is upcast to float32; float64 stays float64.
     """
     if output.reconstruction is None or output.target is None:
         raise ValueError("the slot curriculum needs a method whose output has 'reconstruction' and 'target'")
-    squared = (output.reconstruction.float() - output.target.float()).square()
+    squared = (at_least_float32(output.reconstruction) - at_least_float32(output.target)).square()
     error = squared.mean(dim=-1) if squared.ndim == 4 else squared.mean(dim=2).flatten(2)  # [B, T, P]
-    masks = output.masks.float().flatten(3)  # [B, T, K, P]
+    masks = at_least_float32(output.masks).flatten(3)  # [B, T, K, P]
     if masks.shape[-1] != error.shape[-1]:
         raise ValueError(f"masks cover {masks.shape[-1]} positions, the reconstruction {error.shape[-1]}")
-    sums = torch.einsum("btp,btkp->k", error, masks)
-    return sums, torch.tensor(float(error.numel()), device=sums.device)
+    sums = torch.einsum("btp,btkp->k", error, masks.to(error.dtype))
+    return sums, torch.tensor(float(error.numel()), dtype=sums.dtype, device=sums.device)
 
 
 def allocate_children(errors: torch.Tensor, num_new: int) -> list[int]:
@@ -65,56 +74,71 @@ def allocate_children(errors: torch.Tensor, num_new: int) -> list[int]:
     return counts.tolist()
 
 
-def noise_scales(slots: torch.Tensor, num_active: int, noise_scale: float, over_all: bool) -> torch.Tensor:
-    """``sigma`` per active slot: ``noise_scale * ||p - nn(p)|| * ||p|| / mean slot norm``.
-
-    ``nn(p)`` is the most cosine-similar other slot; it and the mean norm are taken over the
-    active slots, or over all rows of ``slots [N, d]`` with ``over_all``.
-    """
-    pool = slots if over_all else slots[:num_active]
-    parents = slots[:num_active]
-    similarity = F.normalize(parents, dim=-1) @ F.normalize(pool, dim=-1).T
-    similarity[torch.arange(num_active), torch.arange(num_active)] = float("-inf")
-    nearest = pool[similarity.argmax(dim=1)]
-    return noise_scale * (parents - nearest).norm(dim=-1) * parents.norm(dim=-1) / pool.norm(dim=-1).mean()
-
-
 @dataclass
 class Split:
-    """One parent's share of a growth: its children's rows and its share of the error."""
+    """One parent's share of a growth and the numbers of its noise scale."""
 
-    step: int
     parent: int
     children: list[int]
     error_share: float
+    nearest: int  # the most cosine-similar other row of the pool
+    distance: float  # ||p - nearest||
+    parent_norm: float  # ||p||
+    mean_norm: float  # mean row norm of the pool, + MEAN_NORM_EPS
+    sigma: float  # noise_scale * distance * parent_norm / mean_norm: each child's distance to p
 
 
 def split_slots(
     slots: torch.Tensor,
     num_active: int,
     errors: torch.Tensor,
-    num_new: int,
+    noise: torch.Tensor,
     noise_scale: float,
-    generator: torch.Generator,
-    over_all: bool = False,
-) -> list[tuple[int, list[int], float]]:
-    """Write ``num_new`` children into rows ``num_active..`` of ``slots [N, d]`` (in place).
+    over_all: bool = True,
+    from_copy: bool = False,
+) -> list[Split]:
+    """Write one child per row of ``noise [num_new, d]`` into rows ``num_active..`` of
+    ``slots [N, d]`` (in place); -> one :class:`Split` per parent that got children.
 
-    Child = parent + sigma_parent * u, ``u`` a random unit vector from ``generator``.
-    -> ``(parent, child rows, error share)`` per parent that got children.
+    Parents get children in proportion to ``errors [num_active]`` (:func:`allocate_children`),
+    in parent order; child ``j`` = parent + sigma * ``noise[j] / ||noise[j]||`` with
+    ``sigma = noise_scale * ||p - nn(p)|| * ||p|| / (mean row norm + 1e-8)``. ``nn(p)`` is the
+    most cosine-similar other row, chosen once per growth among all ``N`` rows (``over_all``) or
+    the active ones. Distance and mean norm read ``slots`` as it is being written (rows written
+    for earlier parents included, as the authors' code), or with ``from_copy`` the rows before
+    the growth.
     """
-    counts = allocate_children(errors, num_new)
-    sigmas = noise_scales(slots, num_active, noise_scale, over_all)
+    counts = allocate_children(errors, noise.shape[0])
+    before = slots.clone()
+    pool_size = slots.shape[0] if over_all else num_active
+    similarity = F.normalize(before[:num_active], dim=-1) @ F.normalize(before[:pool_size], dim=-1).T
+    similarity[torch.arange(num_active), torch.arange(num_active)] = float("-inf")
+    nearest = similarity.argmax(dim=1).tolist()
+    source = before if from_copy else slots
     total = float(errors.sum()) or 1.0
     row, splits = num_active, []
     for parent, count in enumerate(counts):
-        children = list(range(row, row + count))
-        for child in children:
-            direction = torch.randn(slots.shape[1], generator=generator, dtype=torch.float64)
-            slots[child] = slots[parent] + sigmas[parent] * (direction / direction.norm()).to(slots)
+        if not count:
+            continue
+        distance = (source[parent] - source[nearest[parent]]).norm()
+        parent_norm = source[parent].norm()
+        mean_norm = source[:pool_size].norm(dim=-1).mean() + MEAN_NORM_EPS
+        sigma = noise_scale * distance * (parent_norm / mean_norm)
+        directions = F.normalize(noise[row - num_active : row - num_active + count].to(slots), dim=-1)
+        slots[row : row + count] = source[parent] + sigma * directions
+        splits.append(
+            Split(
+                parent,
+                list(range(row, row + count)),
+                float(errors[parent]) / total,
+                nearest[parent],
+                float(distance),
+                float(parent_norm),
+                float(mean_norm),
+                float(sigma),
+            )
+        )
         row += count
-        if children:
-            splits.append((parent, children, float(errors[parent]) / total))
     return splits
 
 
@@ -124,11 +148,14 @@ class SlotCurriculum(pl.Callback):
     Args:
         stages: active slot counts, ending at the initialiser's ``N``; ``None``: ``[2, N//2, N]``.
             Equal neighbours are allowed (no growth at that step, e.g. ``[2, 2, 5]`` for N = 5).
-        growth_steps: the optimiser steps at which each next stage starts (one fewer than
-            ``stages``); ``None``: ``[max_steps//10, max_steps//4]``.
+        growth_steps: the optimiser steps at which each next stage's slots are split off (one
+            fewer than ``stages``, at least 2 apart); they first train one step later.
+            ``None``: ``[max_steps//10, max_steps//4]``.
         noise_scale: the 0.2 of the split rule.
         neighbours_over_all_slots: nearest neighbour and mean norm over all ``N`` rows (the
-            authors' code) instead of the active ones.
+            authors' code); ``False``: over the active slots.
+        split_from_copy: every parent of a growth reads the rows as they were before it;
+            ``False``: rows already written for earlier parents are read (the authors' code).
         seed: seed of the split noise (growth ``g`` uses ``seed * 1_000_003 + g``).
     """
 
@@ -137,18 +164,20 @@ class SlotCurriculum(pl.Callback):
         stages: Sequence[int] | None = None,
         growth_steps: Sequence[int] | None = None,
         noise_scale: float = 0.2,
-        neighbours_over_all_slots: bool = False,
+        neighbours_over_all_slots: bool = True,
+        split_from_copy: bool = False,
         seed: int = 0,
     ) -> None:
         self.requested_stages = None if stages is None else list(stages)
         self.requested_growth_steps = None if growth_steps is None else list(growth_steps)
         self.noise_scale = noise_scale
         self.neighbours_over_all_slots = neighbours_over_all_slots
+        self.split_from_copy = split_from_copy
         self.seed = seed
         self.stages: list[int] = []
         self.growth_steps: list[int] = []
         self.pending_errors: torch.Tensor | None = None
-        self.history: list[Split] = []
+        self.history: list[dict[str, Any]] = []
 
     @staticmethod
     def initialiser(pl_module: pl.LightningModule) -> LearnedInit:
@@ -171,10 +200,13 @@ class SlotCurriculum(pl.Callback):
             self.growth_steps = []
             return
         self.growth_steps = self.requested_growth_steps or [trainer.max_steps // 10, trainer.max_steps // 4]
+        # each growth is measured on the step before it, which must still run the previous stage
         if len(self.growth_steps) != len(self.stages) - 1 or any(
-            a >= b for a, b in itertools.pairwise([0, *self.growth_steps])
+            b - a < 2 for a, b in itertools.pairwise([-1, *self.growth_steps])
         ):
-            raise ValueError(f"growth steps {self.growth_steps} must be {len(self.stages) - 1} increasing steps > 0")
+            raise ValueError(
+                f"growth steps {self.growth_steps} must be {len(self.stages) - 1} steps >= 1, at least 2 apart"
+            )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_step == 0:  # a fresh run; a resumed one restored num_active from its checkpoint
@@ -182,13 +214,18 @@ class SlotCurriculum(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
         if self.pending_errors is not None:
-            self._grow(trainer, pl_module)
+            self._split(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        """``trainer.global_step`` counts this batch's optimiser step already: this step was
+        ``global_step - 1``."""
         initialiser = self.initialiser(pl_module)
         pl_module.log("curriculum/active_slots", float(initialiser.num_active), batch_size=1)
+        step = trainer.global_step - 1
+        if step in self.growth_steps:  # the children split off before this step train from the next
+            initialiser.num_active = self.stages[self.growth_steps.index(step) + 1]
         if (
             trainer.global_step in self.growth_steps
             and self.pending_errors is None
@@ -202,39 +239,44 @@ class SlotCurriculum(pl.Callback):
             self.pending_errors = (sums / count).cpu()
 
     def _next_stage(self, trainer: pl.Trainer) -> int:
-        """The active slot count from growth step ``trainer.global_step`` on."""
+        """The stage split off at growth step ``trainer.global_step``."""
         return self.stages[self.growth_steps.index(trainer.global_step) + 1]
 
-    def _grow(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def noise(self, growth: int, num_new: int, dim: int) -> torch.Tensor:
+        """``[num_new, dim]`` standard-normal rows, one per child of growth ``growth`` (seeded)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + growth)
+        return torch.randn(num_new, dim, generator=generator, dtype=torch.float64)
+
+    def _split(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write the children of growth step ``trainer.global_step`` (before its forward pass)."""
         initialiser = self.initialiser(pl_module)
         growth = self.growth_steps.index(trainer.global_step)
         num_active, target = initialiser.num_active, self._next_stage(trainer)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + growth)
         with torch.no_grad():
-            slots = initialiser.slots.detach().cpu().double()
+            slots = initialiser.slots.detach().cpu().clone()
             splits = split_slots(
                 slots,
                 num_active,
                 self.pending_errors,
-                target - num_active,
+                self.noise(growth, target - num_active, slots.shape[1]),
                 self.noise_scale,
-                generator,
                 self.neighbours_over_all_slots,
+                self.split_from_copy,
             )
-            grown = trainer.strategy.broadcast(slots.to(initialiser.slots), src=0)
-            initialiser.slots.copy_(grown)
-        initialiser.num_active = target
+            initialiser.slots.copy_(trainer.strategy.broadcast(slots.to(initialiser.slots), src=0))
         self.pending_errors = None
-        for parent, children, share in splits:
-            self.history.append(Split(trainer.global_step, parent, children, share))
+        for split in splits:
+            self.history.append({"step": trainer.global_step, **asdict(split)})
             log.info(
-                "step %d: slot %d (%.1f%% of the error) -> children %s",
+                "step %d: slot %d (%.1f%% of the error) -> children %s (sigma %.3g)",
                 trainer.global_step,
-                parent,
-                100 * share,
-                children,
+                split.parent,
+                100 * split.error_share,
+                split.children,
+                split.sigma,
             )
-        log.info("step %d: %d -> %d active slots", trainer.global_step, num_active, target)
+        step = trainer.global_step
+        log.info("step %d: %d -> %d slots (the new ones train from step %d)", step, num_active, target, step + 1)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check that every DDP rank ends with the same initial slots (raise if not)."""
@@ -246,8 +288,8 @@ class SlotCurriculum(pl.Callback):
         log.info("initial slots identical on %d ranks", trainer.world_size)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pending_errors": self.pending_errors, "history": [asdict(split) for split in self.history]}
+        return {"pending_errors": self.pending_errors, "history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pending_errors = state_dict["pending_errors"]
-        self.history = [Split(**split) for split in state_dict["history"]]
+        self.history = list(state_dict["history"])

@@ -15,8 +15,8 @@ Every data module yields a ``dict`` with these keys, whatever the dataset:
 Optional extras use the names in :data:`OPTIONAL_KEYS` so that losses and metrics find them:
 
 ``points`` (training only, with point labels, :mod:`ocl.data.points`)
-    float32 ``[B, T, M, 2]``: centre ``(y, x)`` of object ``m + 1`` in normalised coordinates
-    ``[-0.5, 0.5]``; NaN where the object is absent or the sample is unlabelled.
+    float32 ``[B, T, M, 2]``: centre ``(x, y)`` of object ``m + 1`` in normalised coordinates
+    ``[-0.5, 0.5]`` (SLASH's order); NaN where the object is absent or the sample is unlabelled.
 """
 
 from __future__ import annotations

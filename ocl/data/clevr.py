@@ -9,7 +9,8 @@ bytes lists of one value per byte (one value holding the whole buffer is read to
     image       [240, 320, 3] uint8       RGB
     mask        [11, 240, 320, 1] uint8   one mask per entity (0 / 255); entity 0 = background
     visibility  [11] float32              1 for the entities present in the scene
-    x, y, z, pixel_coords, rotation, size, material, shape, color: not read
+    pixel_coords [11, 3] float32          each entity's centre projected into the image: x, y (pixels), depth
+    x, y, z, rotation, size, material, shape, color: not read
 
 **Labels.** Pixel ids are entity indices: the entity whose mask is largest at the pixel (first
 on ties; the masks partition the image), so 0 is the background and k the k-th entity.
@@ -29,7 +30,8 @@ frames, nearest ids).
 
 **Converted format** (:func:`convert_clevr`, ``scripts/convert_clevr.py``)::
 
-    <out>/<split>/<id>.npz   uint8 image [240, 320, 3], uint8 ids [240, 320] (uncropped; id = record position, 6 digits)
+    <out>/<split>/<id>.npz   uint8 image [240, 320, 3], uint8 ids [240, 320] (uncropped; id = record position,
+                             6 digits), float32 pixel_coords [11, 2] (each entity's x, y in pixels)
     <out>/index.json         format, source file, max_objects, split bounds, per split its items [{id, num_objects}]
 
 Lossless and random access per image, like MOVi's (:mod:`ocl.data.movi`): a GZIP stream cannot
@@ -70,7 +72,7 @@ TRAIN_SIZE, VAL_SIZE = 70_000, 15_000
 """Records (before filtering) of the train and val splits; test = the rest of the file."""
 FORMAT = "ocl-clevr-npz-1"
 MANIFEST = "index.json"
-IMAGE_KEY, MASK_KEY, VISIBILITY_KEY = "image", "mask", "visibility"
+IMAGE_KEY, MASK_KEY, VISIBILITY_KEY, PIXEL_COORDS_KEY = "image", "mask", "visibility", "pixel_coords"
 
 
 class StillImageSource(VideoSource, ABC):
@@ -148,8 +150,17 @@ def decode_example(record: Record) -> tuple[np.ndarray, np.ndarray]:
     return image.reshape(height, width, 3), ids
 
 
-def _write_item(path: Path, image: np.ndarray, ids: np.ndarray) -> None:
-    write_atomically(path, lambda stream: np.savez_compressed(stream, image=image, ids=ids))
+def decode_pixel_coords(record: Record) -> np.ndarray:
+    """The projected centres of the entities of ``record``: float32 ``[11, 2]``, ``(x, y)`` in pixels
+    of the 320 x 240 image (the feature's depth column dropped)."""
+    coords = parse_example(record, (PIXEL_COORDS_KEY,)).get(PIXEL_COORDS_KEY)
+    if not isinstance(coords, np.ndarray) or coords.dtype != np.float32 or coords.size % 3:
+        raise DataError(f"{record.where}: no float {PIXEL_COORDS_KEY!r} feature; is this the CLEVR (with masks) file?")
+    return coords.reshape(-1, 3)[:, :2]
+
+
+def _write_item(path: Path, image: np.ndarray, ids: np.ndarray, pixel_coords: np.ndarray) -> None:
+    write_atomically(path, lambda stream: np.savez_compressed(stream, image=image, ids=ids, pixel_coords=pixel_coords))
 
 
 def _settings(max_objects: int, train_size: int, val_size: int) -> dict[str, int]:
@@ -228,7 +239,7 @@ def _convert_records(
         item_id = f"{position:06d}"
         path = out / split / f"{item_id}.npz"
         if not path.is_file():
-            _write_item(path, *decode_example(record))
+            _write_item(path, *decode_example(record), decode_pixel_coords(record))
         splits[split].append({"id": item_id, "num_objects": objects})
     return splits, records
 
@@ -287,6 +298,7 @@ class ClevrSource(StillImageSource):
             )
         manifest = load_manifest(self.root, max_objects, (split,))
         self.ids = [str(item["id"]) for item in manifest["splits"][split]]
+        self.max_objects = max_objects
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -299,12 +311,8 @@ class ClevrSource(StillImageSource):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The stored image ``index``: uint8 ``[240, 320, 3]`` and uint8 entity ids ``[240, 320]``, checked."""
+        image, ids = self._stored(index, "image", "ids")
         path = self.split_dir / f"{self.ids[index]}.npz"
-        try:
-            with np.load(path) as stored:
-                image, ids = stored["image"], stored["ids"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            raise DataError(f"{path}: unreadable ({error}); delete it and re-run the converter") from error
         if (
             image.shape != (*IMAGE_SIZE, 3)
             or image.dtype != np.uint8
@@ -316,6 +324,33 @@ class ClevrSource(StillImageSource):
                 f"{(*IMAGE_SIZE, 3)} and {IMAGE_SIZE}; delete it and re-run the converter"
             )
         return image, ids
+
+    def object_points(self, index: int) -> np.ndarray:
+        """The projected centres of image ``index``'s objects: float32 ``[10, 2]``, row ``k - 1``
+        the ``(x, y)`` of entity ``k`` in ``[-0.5, 0.5]`` of the (cropped) image, NaN where the
+        entity has no pixel (SLASH's CLEVR labels: ``pixel_coords / (W, H) - 0.5``)."""
+        coords, ids = self._stored(index, PIXEL_COORDS_KEY, "ids")
+        rows, columns = self.crop_window(*ids.shape) if self.crop else (slice(0, ids.shape[0]), slice(0, ids.shape[1]))
+        ids = ids[rows, columns]
+        origin = np.array([columns.start, rows.start], np.float32)
+        size = np.array([ids.shape[1], ids.shape[0]], np.float32)
+        points = (coords[1:] - origin) / size - 0.5
+        present = np.isin(np.arange(1, len(coords)), ids)
+        return np.where(present[:, None], points, np.nan).astype(np.float32)
+
+    def _stored(self, index: int, *keys: str) -> list[np.ndarray]:
+        """The arrays ``keys`` of the stored image ``index``."""
+        path = self.split_dir / f"{self.ids[index]}.npz"
+        try:
+            with np.load(path) as stored:
+                if PIXEL_COORDS_KEY in keys and PIXEL_COORDS_KEY not in stored:
+                    raise DataError(
+                        f"{path}: converted without the objects' {PIXEL_COORDS_KEY} (SLASH's point labels); "
+                        f"convert again into a new folder: `{conversion_command('<new root>', self.max_objects)}`"
+                    )
+                return [stored[key] for key in keys]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise DataError(f"{path}: unreadable ({error}); delete it and re-run the converter") from error
 
 
 class ClevrDataModule(StoredVideoDataModule):
@@ -337,3 +372,14 @@ class ClevrDataModule(StoredVideoDataModule):
 
     def open_source(self, split: str) -> ClevrSource:
         return ClevrSource(self.root, split, self.max_objects, self.crop)
+
+    def projected_points(self) -> Callable[[int], np.ndarray]:
+        """The training images' projected object centres (:meth:`ClevrSource.object_points`). The
+        training transform must keep normalised coordinates (a resize, no flip)."""
+        transform = self.train_transform
+        if transform is not None and (transform.mode not in ("resize", "none") or transform.horizontal_flip):
+            raise ValueError(
+                f"projected point labels need a training transform that only resizes, not mode={transform.mode} "
+                f"horizontal_flip={transform.horizontal_flip}"
+            )
+        return self._dataset(self.train_set, "train").source.object_points

@@ -75,6 +75,14 @@ class ClipDataset(Dataset):
         chunked: items are all consecutive ``clip_length``-frame chunks of every video (the last
             one may be shorter), each its own sample with id ``<video id>@<first frame>``;
             for chunked evaluation. Training draws (:meth:`sample` with an ``rng``) are unaffected.
+        aligned_start: random starts are multiples of the clip span (``(clip_length - 1) *
+            frame_stride + 1``): each video is cut into ``num_frames // span`` consecutive,
+            non-overlapping chunks and one is drawn, as the VideoSAUR / SlotContrast / SlotCurri
+            training pipelines do (``sample_one_chunk_per_video``; frames after the last whole
+            chunk are never drawn). False: any start that fits.
+        drop_partial_chunks: with ``chunked``, leave out each video's last chunk when it is
+            shorter than ``clip_length`` (videos shorter than a chunk then yield no item), as the
+            authors' chunked evaluation does.
     """
 
     def __init__(
@@ -85,6 +93,8 @@ class ClipDataset(Dataset):
         frame_stride: int = 1,
         chunked: bool = False,
         random_start: bool = True,
+        aligned_start: bool = False,
+        drop_partial_chunks: bool = False,
     ) -> None:
         if clip_length is not None and clip_length < 1:
             raise ValueError(f"clip_length must be >= 1 or None, got {clip_length}")
@@ -95,7 +105,10 @@ class ClipDataset(Dataset):
         self.transform = transform or VideoTransform(mode="none")
         self.frame_stride = frame_stride
         self.random_start = random_start
+        self.aligned_start = aligned_start
         self.chunks: list[tuple[int, int]] | None = None
+        if drop_partial_chunks and not chunked:
+            raise ValueError("drop_partial_chunks needs chunked=True")
         if chunked:
             if clip_length is None:
                 raise ValueError("chunked needs a clip_length (the chunk size)")
@@ -103,13 +116,19 @@ class ClipDataset(Dataset):
                 (video, start)
                 for video in range(len(source))
                 for start in range(0, source.num_frames(video), clip_length)
+                if not drop_partial_chunks or start + clip_length <= source.num_frames(video)
             ]
 
     def __len__(self) -> int:
         return len(self.source) if self.chunks is None else len(self.chunks)
 
+    def item_videos(self) -> list[int]:
+        """The video (source index) of each item, in item order."""
+        return list(range(len(self.source))) if self.chunks is None else [video for video, _ in self.chunks]
+
     def clip_frames(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
-        """Frame indices of the clip: a random start with an ``rng`` (and ``random_start``), the first frames otherwise.
+        """Frame indices of the clip: a random start with an ``rng`` (and ``random_start``; a
+        multiple of the span with ``aligned_start``), the first frames otherwise.
 
         Videos shorter than a clip repeat their last frame (the indices say so).
         """
@@ -117,7 +136,12 @@ class ClipDataset(Dataset):
         if self.clip_length is None:
             return np.arange(length)
         span = (self.clip_length - 1) * self.frame_stride + 1
-        start = int(rng.integers(max(1, length - span + 1))) if rng is not None and self.random_start else 0
+        if rng is None or not self.random_start:
+            start = 0
+        elif self.aligned_start:
+            start = span * int(rng.integers(max(1, length // span)))
+        else:
+            start = int(rng.integers(max(1, length - span + 1)))
         return np.minimum(start + np.arange(self.clip_length) * self.frame_stride, length - 1)
 
     def sample(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:

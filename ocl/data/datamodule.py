@@ -8,6 +8,7 @@ contract of :mod:`ocl.data.batch`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,13 @@ from typing import Any
 import lightning
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 from ocl.data.batch import META, VIDEO
 from ocl.data.clips import ClipDataset, SeededDraws, VideoSource
 from ocl.data.errors import DataError
+from ocl.data.eval_subset import WebDatasetEvalSubset
 from ocl.data.points import PointLabels, WithPointLabels
 from ocl.data.sampling import (
     LabelledMixSampler,
@@ -196,24 +198,32 @@ class VideoDataModule(lightning.LightningDataModule):
         unlabelled items as ``point_labels`` says; ``steps = (taken, max)`` optimiser steps
         (None: one pass over the data)."""
         labels = self.point_labels
-        labelled, unlabelled = labels.split(len(dataset), self.seed)
+        labelled, rest = labels.split(len(dataset), self.seed)
+        labelled_per_batch = labels.per_batch(self.batch_size)
         if steps is None:
             start_batch, num_batches = 0, -(-len(dataset) // self.batch_size)
         else:
             start_batch, num_batches = steps[0] * accumulate, (steps[1] - steps[0]) * accumulate
         sampler = LabelledMixSampler(
             labelled,
-            unlabelled,
+            rest,
             self.batch_size,
-            labels.per_batch(self.batch_size),
+            labelled_per_batch,
             num_batches,
             self.seed,
             start_batch,
             rank,
             world_size,
-            with_positions=draws,
+            with_positions=True,  # WithPointLabels labels an item by its place in the batch
         )
-        return self._loader(WithPointLabels(dataset, labelled, labels.max_objects), self.batch_size, sampler)
+        projected = self.projected_points() if labels.centre == "projected" else None
+        dataset = WithPointLabels(dataset, self.batch_size, labelled_per_batch, labels, draws, projected)
+        return self._loader(dataset, self.batch_size, sampler)
+
+    def projected_points(self) -> Callable[[int], np.ndarray]:
+        """Training item index -> its objects' projected centres ``[M, 2]`` (``point_labels.centre:
+        projected``); only datasets that store them (CLEVR) have them."""
+        raise ValueError(f"{type(self).__name__} stores no projected object centres: use point_labels.centre=box")
 
     def _evaluation_loader(self, dataset: Dataset) -> DataLoader:
         """Batches of ``val_batch_size`` in dataset order; under DDP every rank gets whole
@@ -299,6 +309,14 @@ class StoredVideoDataModule(VideoDataModule, ABC):
         frame_stride: step between clip frames.
         train_random_start: training clips start at random frames; False: at frame 0 (with
             ``train_clip_length=1`` the dataset's first frames as images, SLASH's MOVi setting).
+        train_aligned_start: random training starts are multiples of the clip span: one of each
+            video's consecutive non-overlapping chunks (VideoSAUR / SlotContrast / SlotCurri);
+            False: any start (see :class:`~ocl.data.clips.ClipDataset`).
+        eval_drop_partial_chunks: with ``eval_chunked``, leave out the last chunk of a video when
+            it is shorter than ``eval_clip_length`` (VideoSAUR's chunked YT-VIS evaluation).
+        eval_subset: score only the items the authors' WebDataset validation loader scores
+            (:class:`~ocl.data.eval_subset.WebDatasetEvalSubset`; their YT-VIS configs score a
+            part of the held-out videos); None: every item.
         batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels: see :class:`VideoDataModule`.
     """
 
@@ -318,18 +336,26 @@ class StoredVideoDataModule(VideoDataModule, ABC):
         eval_chunked: bool = False,
         train_random_start: bool = True,
         point_labels: PointLabels | None = None,
+        train_aligned_start: bool = False,
+        eval_drop_partial_chunks: bool = False,
+        eval_subset: WebDatasetEvalSubset | None = None,
     ) -> None:
         super().__init__(batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels)
         self.root = Path(root).expanduser()
         self.train_clip_length = train_clip_length
         if eval_chunked and eval_clip_length is None:
             raise ValueError("eval_chunked needs an eval_clip_length (the chunk size)")
+        if eval_drop_partial_chunks and not eval_chunked:
+            raise ValueError("eval_drop_partial_chunks needs eval_chunked=true")
         self.eval_clip_length = eval_clip_length
         self.eval_chunked = eval_chunked
+        self.eval_drop_partial_chunks = eval_drop_partial_chunks
+        self.eval_subset = eval_subset
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.frame_stride = frame_stride
         self.train_random_start = train_random_start
+        self.train_aligned_start = train_aligned_start
 
     @abstractmethod
     def open_source(self, split: str) -> VideoSource:
@@ -350,9 +376,17 @@ class StoredVideoDataModule(VideoDataModule, ABC):
                     self.train_transform,
                     self.frame_stride,
                     random_start=self.train_random_start,
+                    aligned_start=self.train_aligned_start,
                 )
             else:
+                source = self.open_source(split)
                 dataset = ClipDataset(
-                    self.open_source(split), self.eval_clip_length, self.eval_transform, chunked=self.eval_chunked
+                    source,
+                    self.eval_clip_length,
+                    self.eval_transform,
+                    chunked=self.eval_chunked,
+                    drop_partial_chunks=self.eval_drop_partial_chunks,
                 )
+                if self.eval_subset is not None:
+                    dataset = Subset(dataset, self.eval_subset.select(dataset.item_videos(), len(source)))
             setattr(self, f"{split}_set", dataset)

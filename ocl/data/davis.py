@@ -9,6 +9,12 @@ folder ``DAVIS`` (``data.root``) with::
 
 ``resolution`` is ``480p`` (or ``Full-Resolution`` from the full-resolution download).
 
+``annotations="unsupervised"`` reads the labels of the official toolkit's unsupervised task
+instead: ``Annotations_unsupervised/<resolution>/<sequence>/*.png``, the 2019 re-annotation of the
+same frames (every object, not only those the semi-supervised task follows), a separate download
+(``DAVIS-2017-Unsupervised-trainval-480p.zip``) unzipped into the same ``DAVIS`` folder. SMTC's
+object discovery is scored against it (``eval=object_discovery``).
+
 Labels: a PNG's pixel values are palette indices: ``0`` background, ``k`` object ``k`` (the
 same object in every frame of the sequence), ``255`` void, which becomes
 :data:`~ocl.data.batch.IGNORE_ID`. Every frame must have its PNG (as in the trainval
@@ -36,12 +42,21 @@ from ocl.metrics.jandf import JAndF
 
 RESOLUTIONS = ("480p", "Full-Resolution")
 SPLITS = ("train", "val")
+ANNOTATIONS = {"semi_supervised": "Annotations", "unsupervised": "Annotations_unsupervised"}
+"""Label folder of each task of the official toolkit."""
 VOID = 255
 """Annotation value of pixels that DAVIS does not score."""
 DOWNLOAD_HELP = (
     "Download DAVIS-2017-trainval-480p.zip from https://davischallenge.org/davis2017/code.html "
     "(https://data.vision.ee.ethz.ch/csergi/share/davis/DAVIS-2017-trainval-480p.zip), unzip it and move "
     "its DAVIS folder to {root}, or point data.root (or OCL_DATA_ROOT) at it."
+)
+UNSUPERVISED_HELP = (
+    "The unsupervised task's labels are a separate download: DAVIS-2017-Unsupervised-trainval-{resolution}.zip "
+    "from https://davischallenge.org/davis2017/code.html (https://data.vision.ee.ethz.ch/csergi/share/davis/"
+    "DAVIS-2017-Unsupervised-trainval-{resolution}.zip); unzip it so that its DAVIS folder merges into {root} "
+    "(giving {root}/Annotations_unsupervised/{resolution}/<sequence>/00000.png), or read the semi-supervised "
+    "labels with data.annotations=semi_supervised."
 )
 
 
@@ -74,18 +89,28 @@ class DavisSource(VideoSource):
         root: the ``DAVIS`` folder of the download.
         split: ``train`` or ``val``.
         resolution: ``480p`` or ``Full-Resolution``.
+        annotations: ``semi_supervised`` (``Annotations``) or ``unsupervised`` (``Annotations_unsupervised``).
     """
 
-    def __init__(self, root: str | Path, split: str, resolution: str = "480p") -> None:
+    def __init__(
+        self, root: str | Path, split: str, resolution: str = "480p", annotations: str = "semi_supervised"
+    ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown DAVIS split {split!r}; known: {list(SPLITS)}")
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unknown DAVIS resolution {resolution!r}; known: {list(RESOLUTIONS)}")
+        if annotations not in ANNOTATIONS:
+            raise ValueError(f"unknown DAVIS annotations {annotations!r}; known: {list(ANNOTATIONS)}")
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DataError(f"DAVIS-2017 not found: {root} does not exist. {DOWNLOAD_HELP.format(root=root)}")
         self.image_dir = root / "JPEGImages" / resolution
-        self.annotation_dir = root / "Annotations" / resolution
+        self.annotation_dir = root / ANNOTATIONS[annotations] / resolution
+        if annotations == "unsupervised" and not self.annotation_dir.is_dir():
+            raise DataError(
+                f"DAVIS-2017 unsupervised annotations not found: {self.annotation_dir} does not exist. "
+                + UNSUPERVISED_HELP.format(resolution=resolution, root=root)
+            )
         self.sequences = _read_image_set(root / "ImageSets" / "2017" / f"{split}.txt")
         self.frames = [self._frame_names(sequence) for sequence in self.sequences]
 
@@ -142,18 +167,24 @@ class DavisDataModule(StoredVideoDataModule):
     Args:
         root: the ``DAVIS`` folder of the download.
         resolution: ``480p`` or ``Full-Resolution``.
+        annotations: ``semi_supervised`` or ``unsupervised`` (the separate download; see the module docs).
         **kwargs: clip lengths, transforms and loader settings of
             :class:`~ocl.data.datamodule.StoredVideoDataModule`.
     """
 
-    def __init__(self, root: str, resolution: str = "480p", **kwargs: Any) -> None:
+    def __init__(
+        self, root: str, resolution: str = "480p", annotations: str = "semi_supervised", **kwargs: Any
+    ) -> None:
         super().__init__(root, **kwargs)
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unknown DAVIS resolution {resolution!r}; known: {list(RESOLUTIONS)}")
+        if annotations not in ANNOTATIONS:
+            raise ValueError(f"unknown DAVIS annotations {annotations!r}; known: {list(ANNOTATIONS)}")
         self.resolution = resolution
+        self.annotations = annotations
 
     def open_source(self, split: str) -> DavisSource:
-        return DavisSource(self.root, "val" if split == "test" else split, self.resolution)
+        return DavisSource(self.root, "val" if split == "test" else split, self.resolution, self.annotations)
 
     def extra_metrics(self) -> dict[str, Metric]:
         """J&F (DAVIS protocol, slots matched to objects) besides the default metrics."""

@@ -102,7 +102,8 @@ class LabelledMixSampler(Sampler):
     :class:`ResumableRandomSampler` it starts at any batch, so resumed runs continue exactly.
 
     Args:
-        labelled: dataset indices that carry labels; ``unlabelled``: the others.
+        labelled: dataset indices that carry labels; ``unlabelled``: those the rest of each batch
+            is drawn from (the others, or every index: :class:`~ocl.data.points.PointLabels`).
         batch_size: items per batch; ``labelled_per_batch``: how many of them are labelled.
         num_batches: batches this rank yields; ``start_batch``: the first global batch *per rank*
             (batches already read by each rank earlier in the run, counted in ``len()``).

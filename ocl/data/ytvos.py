@@ -32,24 +32,34 @@ Assumed, not checked on the files: frame names are zero-padded numbers (``00000.
 
 The gap: ``frame_stride`` counts stored frames, as SMTC's ``gap`` does. With ``train.zip`` (every
 5th frame) a gap of 4 is 20 frames of the original video (0.67 s); with ``train_all_frames.zip``
-the same spacing in time needs ``frame_stride=20``. A clip starts at any frame from which it fits
-(SMTC's draw never lets a clip end in a video's last ``gap`` frames, a difference we do not copy).
+the same spacing in time needs ``frame_stride=20``.
 
-Short videos: training clips span ``(clip length - 1) * frame_stride + 1`` stored frames (13 for
-SMTC's recipe). Shorter training videos are **left out** of the training split, and their number
-is logged: padding them (repeating the last frame) or shrinking the gap (what SMTC does) would
-train on clips whose motion differs from the recipe's. A video folder with no JPEG at all is a
+Training clips (``clip_draw``):
+
+- ``smtc``, SMTC's draw (``src/data.py``): a centre frame ``c`` uniform in ``[lo, n - lo - 1]``,
+  ``lo = (gap * L) // 2`` for a video of ``n`` frames and clips of ``L``, frames
+  ``c + gap * (i - L // 2)``, ``i < L``; so for ``L = 4`` a clip never ends in a video's last
+  ``gap`` frames. A video too short for that (``n <= 2 lo``) is drawn with ``gap - 1``, once.
+- ``uniform`` (ocl's): a clip starts at any frame from which it fits, ``gap`` never changes, so
+  every clip has the recipe's motion.
+
+Videos too short for their draw (with ``smtc`` and the recipe: under 13 frames, which SMTC's code
+cannot draw from at all; with ``uniform``: under ``(L - 1) * gap + 1`` frames) are **left out** of
+the training split, and their number is logged. Videos are drawn without replacement within an
+epoch (SMTC's ``random.choice`` draws with replacement). A video folder with no JPEG at all is a
 broken extraction and raises :class:`~ocl.data.errors.DataError`.
 
 Splits: no labels are public for the official valid and test sets, and this module reads no
-labels at all. ``val`` is the *last* ``num_val_videos`` videos (by id) of the folder, ``train``
-the others (the same hold-out as :mod:`ocl.data.ytvis`); validation items have no ``masks``, so
-validation reports the method's losses and writes mask visualisations, but no segmentation
-metrics. There is no ``test`` split: asking for it raises DataError.
+labels at all. ``val`` is the *last* ``num_val_videos`` videos (by id) of the folder; ``train``
+is every video (``val_held_out=False``: SMTC trains on all of them) or the others (the hold-out of
+:mod:`ocl.data.ytvis`). Validation items have no ``masks``, so validation reports the method's
+losses and writes mask visualisations, but no segmentation metrics (SMTC's come from DAVIS-2017).
+There is no ``test`` split: asking for it raises DataError.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from ocl.data.clips import VideoSource, hold_out_last
+from ocl.data.clips import ClipDataset, VideoSource, hold_out_last
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
 from ocl.data.images import list_stems, read_rgb
@@ -72,6 +82,8 @@ DOWNLOAD_HELP = (
     "https://youtube-vos.org/dataset/vos/ (registration needed), unzip it and point data.root at its train "
     "folder, the one that holds JPEGImages/ (or set OCL_DATA_ROOT so that <OCL_DATA_ROOT>/ytvos/train is it)."
 )
+CLIP_DRAWS = ("smtc", "uniform")
+"""How training clips are drawn (see the module docs)."""
 NO_TEST_SPLIT = (
     "YouTube-VOS frames have no test split: the official valid and test labels are withheld and this data "
     "module reads no labels. Use eval.split=val (losses and mask visualisations of the held-out videos) or "
@@ -107,6 +119,33 @@ def list_frame_folders(image_dir: Path) -> list[FrameFolder]:
             raise DataError(f"{image_dir / name} has no JPEG frames; re-extract it from train.zip")
         videos.append(FrameFolder(name, tuple(frames)))
     return videos
+
+
+def smtc_clip_gap(num_frames: int, clip_length: int, gap: int) -> int:
+    """The gap of SMTC's draw for a video of ``num_frames``: ``gap``, or ``gap - 1`` if the video
+    is too short for it (its ``src/data.py``)."""
+    reach = gap * clip_length // 2
+    return gap - 1 if reach >= num_frames - reach - 1 else gap
+
+
+def smtc_clip_fits(num_frames: int, clip_length: int, gap: int) -> bool:
+    """Whether SMTC's draw has a centre frame for a video of ``num_frames``."""
+    gap = smtc_clip_gap(num_frames, clip_length, gap)
+    return gap >= 1 and num_frames - 2 * (gap * clip_length // 2) >= 1
+
+
+class SMTCClips(ClipDataset):
+    """:class:`~ocl.data.clips.ClipDataset` whose training clips are drawn as SMTC's code draws
+    them (see the module docs); evaluation items are unchanged."""
+
+    def clip_frames(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
+        if rng is None or self.clip_length is None:
+            return super().clip_frames(index, rng)
+        length = self.source.num_frames(index)
+        gap = smtc_clip_gap(length, self.clip_length, self.frame_stride)
+        reach = gap * self.clip_length // 2
+        centre = int(rng.integers(reach, length - reach))  # SMTC's randint(reach, length - reach - 1)
+        return centre + gap * (np.arange(self.clip_length) - self.clip_length // 2)
 
 
 class YouTubeVOSSource(VideoSource):
@@ -153,21 +192,43 @@ class YouTubeVOSDataModule(StoredVideoDataModule):
     Args:
         root: the ``train`` folder of the download (holding ``JPEGImages/``).
         num_val_videos: the last videos (by id) that form ``val``.
+        val_held_out: leave the ``val`` videos out of ``train`` (False: train on every video).
+        clip_draw: ``smtc`` or ``uniform`` (see the module docs).
         **kwargs: clip lengths, transforms and loader settings of
             :class:`~ocl.data.datamodule.StoredVideoDataModule`; ``frame_stride`` counts stored frames.
     """
 
-    def __init__(self, root: str, num_val_videos: int = 50, **kwargs: Any) -> None:
+    def __init__(
+        self, root: str, num_val_videos: int = 50, val_held_out: bool = True, clip_draw: str = "uniform", **kwargs: Any
+    ) -> None:
         super().__init__(root, **kwargs)
         if num_val_videos < 1:
             raise ValueError(f"num_val_videos must be >= 1, got {num_val_videos}")
+        if clip_draw not in CLIP_DRAWS:
+            raise ValueError(f"unknown clip_draw {clip_draw!r}; known: {list(CLIP_DRAWS)}")
         self.num_val_videos = num_val_videos
+        self.val_held_out = val_held_out
+        self.clip_draw = clip_draw
         self._videos: list[FrameFolder] | None = None
 
     @property
     def train_span(self) -> int:
         """Stored frames a training clip spans: ``(train_clip_length - 1) * frame_stride + 1``."""
         return (self.train_clip_length - 1) * self.frame_stride + 1
+
+    def _fits(self, num_frames: int) -> bool:
+        """Whether the training draw has a clip in a video of ``num_frames``."""
+        if self.clip_draw == "smtc":
+            return smtc_clip_fits(num_frames, self.train_clip_length, self.frame_stride)
+        return num_frames >= self.train_span
+
+    def setup(self, stage: str | None = None) -> None:
+        """As the base class; ``clip_draw="smtc"`` draws the training clips with :class:`SMTCClips`."""
+        if self.clip_draw == "smtc" and self.train_set is None and "train" in self.splits_for(stage):
+            self.train_set = SMTCClips(
+                self.open_source("train"), self.train_clip_length, self.train_transform, self.frame_stride
+            )
+        super().setup(stage)
 
     def splits_for(self, stage: str | None) -> tuple[str, ...]:
         """As the base class, without ``test`` unless the stage is ``test`` (which then fails clearly)."""
@@ -177,9 +238,12 @@ class YouTubeVOSDataModule(StoredVideoDataModule):
         """The videos of ``split``; ``train`` without the videos shorter than :attr:`train_span` (logged)."""
         if split == "test":
             raise DataError(NO_TEST_SPLIT)
-        videos = hold_out_last(self._list_videos(), split, self.num_val_videos, "the download")
+        videos = self._list_videos()
+        held_out = hold_out_last(videos, split, self.num_val_videos, "the download")
         if split == "train":
-            videos = self._long_enough(videos)
+            videos = self._long_enough(held_out if self.val_held_out else videos)
+        else:
+            videos = held_out
         return YouTubeVOSSource(self.root / IMAGE_DIR, videos)
 
     def _list_videos(self) -> list[FrameFolder]:
@@ -196,22 +260,23 @@ class YouTubeVOSDataModule(StoredVideoDataModule):
         return self._videos
 
     def _long_enough(self, videos: list[FrameFolder]) -> list[FrameFolder]:
-        """``videos`` with at least :attr:`train_span` frames; logs how many were left out, fails if none is left."""
-        kept = [video for video in videos if len(video.frames) >= self.train_span]
-        clip = f"a {self.train_clip_length}-frame clip with frame_stride {self.frame_stride}"
+        """``videos`` the training draw has a clip in; logs how many were left out, fails if none is left."""
+        kept = [video for video in videos if self._fits(len(video.frames))]
+        needs = next(n for n in itertools.count(1) if self._fits(n))  # the shortest video the draw takes
+        clip = f"a {self.train_clip_length}-frame clip with frame_stride {self.frame_stride} ({self.clip_draw} draw)"
         if not kept:
             raise DataError(
-                f"no training video in {self.root / IMAGE_DIR} has the {self.train_span} frames that {clip} spans "
+                f"no training video in {self.root / IMAGE_DIR} has the {needs} frames that {clip} needs "
                 f"(the longest has {max(len(video.frames) for video in videos)}); lower data.frame_stride or "
                 "data.train_clip_length"
             )
         if len(kept) < len(videos):
-            short = [video.name for video in videos if len(video.frames) < self.train_span]
+            short = [video.name for video in videos if not self._fits(len(video.frames))]
             log.warning(
-                "YouTube-VOS: left %d of %d training videos out, shorter than the %d frames that %s spans (e.g. %s)",
+                "YouTube-VOS: left %d of %d training videos out, shorter than the %d frames that %s needs (e.g. %s)",
                 len(short),
                 len(videos),
-                self.train_span,
+                needs,
                 clip,
                 short[0],
             )

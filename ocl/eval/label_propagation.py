@@ -24,7 +24,11 @@ ICCV 2023, ``github.com/shvdiwnkozbw/SMTC``, which runs CRW's code in ``src/eval
   map does (OpenCV's default ``INTER_LINEAR``, half-pixel centres). Predicted soft labels are
   stored unnormalised (they stay distributions, being convex combinations of distributions).
 * **Output**: each frame's soft labels are resized bilinearly to the image size and argmaxed
-  (CRW's ``dump_predictions``); channel ``m`` is object id ``m``.
+  (CRW's ``dump_predictions``); channel ``m`` is object id ``m``. Frame 0 is the ground truth
+  (CRW writes the argmax of its labels at feature resolution, resized back; the DAVIS
+  semi-supervised protocol does not score frame 0, so the scores are the same).
+* **Precision**: float32, or float64 for float64 features (``tests/golden_checks/smtc.py``
+  compares the soft labels with the authors' code's).
 
 The radius is in cells of the grid the features are given on. SMTC's two settings
 (``configs/eval/propagation``) differ in that grid: the stride-8 setting (commit
@@ -37,13 +41,14 @@ native ``floor(H / 16) x floor(W / 16)`` grid, so its radius 7 is 7 cells of 16 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ocl.data.batch import IGNORE_ID
+from ocl.utils.precision import at_least_float32
 
 AFFINITY_ELEMENTS = 1 << 24
 """Upper bound on the elements of one block of affinities (target positions x positions of
@@ -95,7 +100,7 @@ def _check_labels(labels: torch.Tensor) -> None:
         raise ValueError(f"labels must be >= 0 or IGNORE_ID ({IGNORE_ID}), got {int(labels.min())}")
 
 
-def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def downsample_labels(labels: torch.Tensor, size: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """One-hot labels at feature resolution, as CRW brings them there.
 
     Void (``IGNORE_ID``) pixels count as background. The one-hot map is resized bilinearly
@@ -105,19 +110,20 @@ def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     Args:
         labels: int ``[H, W]``: ``0`` background, ``1..M`` objects, ``IGNORE_ID`` void.
         size: ``(h, w)`` of the feature grid.
+        dtype: of the result.
 
     Returns:
-        float32 ``[M + 1, h, w]``: channel ``m`` is id ``m``; every cell sums to 1.
+        ``[M + 1, h, w]``: channel ``m`` is id ``m``; every cell sums to 1.
     """
     _check_labels(labels)
     ids = labels.long().clamp(min=0)
-    onehot = F.one_hot(ids, int(ids.max()) + 1).permute(2, 0, 1).float()
+    onehot = F.one_hot(ids, int(ids.max()) + 1).permute(2, 0, 1).to(dtype)
     return F.interpolate(onehot[None], size=size, mode="bilinear", align_corners=False, antialias=False)[0]
 
 
 def _normalise(frame: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """fp32 features ``[D, h, w]`` on ``device``, L2-normalised over ``D``."""
-    return F.normalize(frame.to(device, torch.float32), dim=0)
+    """Features ``[D, h, w]`` on ``device`` (float32, or float64 if given), L2-normalised over ``D``."""
+    return F.normalize(at_least_float32(frame.to(device)), dim=0)
 
 
 def _grid_cells(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +174,7 @@ def _predict_frame(
         settings: see :class:`PropagationSettings`.
 
     Returns:
-        float32 ``[C, h, w]`` soft labels.
+        ``[C, h, w]`` soft labels in the dtype of ``query``.
     """
     _, height, width = query.shape
     num_cells = height * width
@@ -178,7 +184,7 @@ def _predict_frame(
     previous_frames = [(keys.flatten(1), labels.flatten(1).T) for keys, labels in previous]
     per_frame = min(settings.topk, num_cells)
     block = max(1, AFFINITY_ELEMENTS // num_cells)
-    out = torch.empty(num_cells, first_labels.shape[1], device=query.device)
+    out = torch.empty(num_cells, first_labels.shape[1], device=query.device, dtype=query.dtype)
     for start in range(0, num_cells, block):
         stop = min(start + block, num_cells)
         block_queries = queries[start:stop]
@@ -196,38 +202,15 @@ def _predict_frame(
     return out.T.reshape(-1, height, width)
 
 
-def _hard_labels(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def hard_labels(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """int64 ``[H, W]``: soft labels ``[C, h, w]`` resized bilinearly to ``size``, argmax (ties: lowest id)."""
     resized = F.interpolate(soft[None], size=size, mode="bilinear", align_corners=False)[0]
     return resized.max(dim=0).indices
 
 
-def propagate_labels(
-    features: torch.Tensor,
-    first_labels: torch.Tensor,
-    settings: PropagationSettings,
-    output_size: tuple[int, int] | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Labels of every frame of a video, propagated from the first frame's (see the module docs).
-
-    Frames are processed in order, one at a time; only the first frame and the ``n_context``
-    previous frames (features and soft labels at feature resolution) are kept.
-
-    Args:
-        features: ``[T, D, h, w]`` features of the frames (any float dtype; used in fp32).
-        first_labels: int ``[H, W]`` labels of frame 0: ``0`` background, ``1..M`` objects,
-            ``IGNORE_ID`` void (propagated as background).
-        settings: see :class:`PropagationSettings`.
-        output_size: ``(H_out, W_out)`` of the predictions; defaults to ``first_labels``' size
-            (the first frame's labels are resized to it with nearest-neighbour if it differs).
-        device: where the propagation runs (frames are moved there one by one); defaults to
-            ``features.device``. The predictions are returned on ``first_labels.device``.
-
-    Returns:
-        int64 ``[T, H_out, W_out]`` ids in ``0..M``: frame 0 holds ``first_labels`` with void
-        set to background, later frames the propagated labels.
-    """
+def _check_inputs(features: torch.Tensor, first_labels: torch.Tensor, settings: PropagationSettings) -> None:
+    """ValueError for features that are not ``[T >= 1, D, h, w]`` floats, bad labels, or a top-k
+    larger than the context."""
     if features.ndim != 4 or not features.dtype.is_floating_point:
         raise ValueError(f"features must be a float [T, D, h, w] tensor, got {features.dtype} {tuple(features.shape)}")
     _check_labels(first_labels)
@@ -240,23 +223,86 @@ def propagate_labels(
             f"topk={settings.topk} exceeds the {context_cells} context positions "
             f"((1 + n_context={settings.n_context}) frames of {height}x{width})"
         )
-    size = tuple(first_labels.shape) if output_size is None else tuple(output_size)
-    device = features.device if device is None else torch.device(device)
 
-    out = torch.empty(num_frames, *size, dtype=torch.int64, device=first_labels.device)
+
+def soft_label_stream(
+    features: torch.Tensor,
+    first_labels: torch.Tensor,
+    settings: PropagationSettings,
+    device: torch.device | str | None = None,
+) -> Iterator[torch.Tensor]:
+    """Soft labels ``[C, h, w]`` of every frame in order (see the module docs): frame 0's are its
+    labels at feature resolution (:func:`downsample_labels`), later frames' are propagated.
+
+    Frames are processed one at a time; only the first frame and the ``n_context`` previous
+    frames (features and soft labels at feature resolution) are kept.
+
+    Args:
+        features: ``[T, D, h, w]`` features of the frames (float32, or float64 if given).
+        first_labels: int ``[H, W]`` labels of frame 0 (``IGNORE_ID`` void propagates as background).
+        settings: see :class:`PropagationSettings`.
+        device: where the propagation runs (frames are moved there one by one); defaults to
+            ``features.device``.
+    """
+    _check_inputs(features, first_labels, settings)
+    device = features.device if device is None else torch.device(device)
+    query = _normalise(features[0], device)
+    first = (query, downsample_labels(first_labels, tuple(features.shape[-2:]), query.dtype).to(device))
+    yield first[1]
+    previous: deque[Context] = deque([first] * settings.n_context, maxlen=settings.n_context)
+    for frame in features[1:]:
+        query = _normalise(frame, device)
+        soft = _predict_frame(query, first, list(previous), settings)
+        previous.append((query, soft))
+        yield soft
+
+
+def propagate_labels(
+    features: torch.Tensor,
+    first_labels: torch.Tensor,
+    settings: PropagationSettings,
+    output_size: tuple[int, int] | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Labels of every frame of a video, propagated from the first frame's (see the module docs
+    and :func:`soft_label_stream`).
+
+    Args:
+        features: ``[T, D, h, w]`` features of the frames (float32, or float64 if given).
+        first_labels: int ``[H, W]`` labels of frame 0: ``0`` background, ``1..M`` objects,
+            ``IGNORE_ID`` void (propagated as background).
+        settings: see :class:`PropagationSettings`.
+        output_size: ``(H_out, W_out)`` of the predictions; defaults to ``first_labels``' size
+            (the first frame's labels are resized to it with nearest-neighbour if it differs).
+        device: where the propagation runs (frames are moved there one by one); defaults to
+            ``features.device``. The predictions are returned on ``first_labels.device``.
+
+    Returns:
+        int64 ``[T, H_out, W_out]`` ids in ``0..M``: frame 0 holds ``first_labels`` with void
+        set to background, later frames the propagated labels.
+    """
+    _check_inputs(features, first_labels, settings)
+    size = tuple(first_labels.shape) if output_size is None else tuple(output_size)
+    out = torch.empty(len(features), *size, dtype=torch.int64, device=first_labels.device)
     first_ids = first_labels.long().clamp(min=0)
     if tuple(first_ids.shape) != size:
         first_ids = F.interpolate(first_ids[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
     out[0] = first_ids
-
-    first = (_normalise(features[0], device), downsample_labels(first_labels, (height, width)).to(device))
-    previous: deque[Context] = deque([first] * settings.n_context, maxlen=settings.n_context)
-    for t in range(1, num_frames):
-        query = _normalise(features[t], device)
-        soft = _predict_frame(query, first, list(previous), settings)
-        previous.append((query, soft))
-        out[t] = _hard_labels(soft, size).to(out.device)
+    stream = soft_label_stream(features, first_labels, settings, device)
+    next(stream)  # frame 0: the ground truth above
+    for t, soft in enumerate(stream, start=1):
+        out[t] = hard_labels(soft, size).to(out.device)
     return out
+
+
+def propagate_soft_labels(
+    features: torch.Tensor,
+    first_labels: torch.Tensor,
+    settings: PropagationSettings,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """All of :func:`soft_label_stream` at once: ``[T, C, h, w]``."""
+    return torch.stack(list(soft_label_stream(features, first_labels, settings, device)))
 
 
 def _encode(

@@ -8,28 +8,53 @@ import torch
 
 from ocl.data.batch import POINTS
 from ocl.losses.base import LossTerm
-from ocl.methods.output import PREDICTED_POINTS, ModelOutput
-from ocl.modules.points import match_points
+from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
+
+AVERAGES = ("labelled", "matched")
 
 
 class PointSupervision(LossTerm):
-    """Mean squared error of the last corrector iteration's point predictions
-    (``output.extras["predicted_points"] [B, T, K, 2]``) against ``batch["points"] [B, T, M, 2]``
-    after Hungarian matching per frame (the matching IPPE itself uses). Frames without labels
-    (all NaN) contribute nothing; a batch without any gives 0. Published weight: 0.01.
+    """Squared error of IPPE's point predictions against the ground-truth points the model
+    assigned to the slots (``output.extras``: ``predicted_points [B, T, I, K, 2]``,
+    ``assigned_points [B, T, K, 2]``, :class:`~ocl.modules.points.VideoPoints`), on the labelled
+    frames of the batch (those whose ``batch["points"] [B, T, M, 2]`` holds a point). A batch
+    without any gives 0. Published weight: 0.01.
+
+    Args:
+        weight: the term's weight.
+        all_iterations: sum the error of every corrector iteration's predictions (SLASH's code);
+            False: only the last iteration's (ocl).
+        average: ``labelled``: each iteration's mean runs over all ``K x 2`` entries of the
+            labelled frames, the entries of slots without a point counting as 0 (SLASH's code,
+            whose MSE multiplies both sides by the presence mask); ``matched``: over the entries
+            of the slots that got a point (ocl).
     """
+
+    def __init__(self, weight: float = 1.0, all_iterations: bool = False, average: str = "matched") -> None:
+        super().__init__(weight)
+        if average not in AVERAGES:
+            raise ValueError(f"unknown average {average!r}; choose one of {list(AVERAGES)}")
+        self.all_iterations = all_iterations
+        self.average = average
 
     def forward(self, output: ModelOutput, batch: dict[str, Any]) -> torch.Tensor:
         if PREDICTED_POINTS not in output.extras:
             raise ValueError("PointSupervision needs IPPE: set model.processor.corrector.point_encoding=true")
-        predicted = output.extras[PREDICTED_POINTS].flatten(0, 1)
+        predicted = output.extras[PREDICTED_POINTS].flatten(0, 1)  # [F, I, K, 2]
         if POINTS not in batch:
-            return predicted.sum() * 0.0
-        targets = batch[POINTS].flatten(0, 1)
-        errors = []
-        for frame in (~torch.isnan(targets[..., 0])).any(dim=1).nonzero().flatten().tolist():
-            slot_index, target_index = match_points(predicted[frame], targets[frame])
-            errors.append(predicted[frame, slot_index] - targets[frame, target_index].to(predicted.dtype))
-        if not errors:
-            return predicted.sum() * 0.0
-        return torch.cat(errors).pow(2).mean()
+            return predicted.nan_to_num().sum() * 0.0
+        labelled = (~torch.isnan(batch[POINTS].flatten(0, 1)[..., 0])).any(dim=1)
+        assigned = output.extras[ASSIGNED_POINTS].flatten(0, 1)[labelled]  # [L, K, 2]
+        present = ~torch.isnan(assigned)
+        iterations = predicted[labelled].unbind(1) if self.all_iterations else [predicted[labelled, -1]]
+        total = predicted.nan_to_num().sum() * 0.0
+        for iteration in iterations:
+            frames = ~torch.isnan(iteration[:, 0, 0])  # frames that ran this iteration
+            if not frames.any():
+                continue
+            mask = present[frames]
+            errors = (iteration[frames] - assigned[frames].nan_to_num()).pow(2) * mask
+            count = mask.numel() if self.average == "labelled" else mask.sum()
+            if count:
+                total = total + errors.sum() / count
+        return total

@@ -10,11 +10,16 @@ import torch.nn.functional as F
 
 from ocl.losses.base import LossTerm
 from ocl.methods.output import ModelOutput
+from ocl.utils.precision import at_least_float32
+
+RANGE_EPS = 1e-6
+"""Added to each sample's value range before the min-max normalisation (SlotCurri's code)."""
 
 
 def gaussian_taps(size: int, sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian ``[size]`` centred on the middle tap."""
-    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    """Normalised 1-D Gaussian ``[size]`` centred on the middle tap, in float32 whatever the
+    input's precision (as ``pytorch_msssim``, which SlotCurri's code calls, builds its window)."""
+    offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     taps = torch.exp(-(offsets**2) / (2 * sigma**2))
     return taps / taps.sum()
 
@@ -74,9 +79,11 @@ def as_volume(tensor: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 class StructureSSIM3D(LossTerm):
     """``1 - ssim3d`` of the reconstruction and its (detached) target, usable by any method with both.
 
-    Both volumes are min-max normalised together per sample (the range detached) to [0, 1], so
-    ``data_range`` is 1. Token reconstructions ``[B, T, N, D]`` are laid out on the grid of
-    ``output.masks``; pixel reconstructions ``[B, T, C, h, w]`` are used as they are.
+    Both volumes are min-max normalised together per sample (the range detached):
+    ``(x - min) / (max - min + 1e-6)`` as SlotCurri's code, so ``data_range`` is 1. Token
+    reconstructions ``[B, T, N, D]`` are laid out on the grid of ``output.masks``; pixel
+    reconstructions ``[B, T, C, h, w]`` are used as they are. Computed in the inputs' precision,
+    at least float32.
 
     Args:
         window, sigma, k1, k2: see :func:`ssim3d` (SlotCurri: 3, 1.5, 0.01, 0.03).
@@ -91,15 +98,15 @@ class StructureSSIM3D(LossTerm):
         if output.reconstruction is None or output.target is None:
             raise ValueError("StructureSSIM3D needs a method whose output has 'reconstruction' and 'target'")
         grid = tuple(output.masks.shape[-2:])
-        # fp32 with autocast off: mixed precision would run the blurs in 16 bits, and the variances
-        # (differences of blurred squares) would lose their digits.
+        # at least fp32 with autocast off: mixed precision would run the blurs in 16 bits, and the
+        # variances (differences of blurred squares) would lose their digits.
         with torch.autocast(device_type=output.reconstruction.device.type, enabled=False):
-            prediction = as_volume(output.reconstruction.float(), grid)
-            target = as_volume(output.target.detach().float(), grid)
+            prediction = as_volume(at_least_float32(output.reconstruction), grid)
+            target = as_volume(at_least_float32(output.target.detach()), grid)
             with torch.no_grad():
                 both = torch.cat([prediction.flatten(1), target.flatten(1)], dim=1)
                 low = both.min(dim=1).values.view(-1, 1, 1, 1, 1)
-                span = (both.max(dim=1).values.view(-1, 1, 1, 1, 1) - low).clamp_min(1e-8)
+                span = both.max(dim=1).values.view(-1, 1, 1, 1, 1) - low + RANGE_EPS
             similarity = ssim3d(
                 (prediction - low) / span, (target - low) / span, self.window, self.sigma, self.k1, self.k2
             )

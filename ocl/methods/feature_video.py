@@ -24,7 +24,7 @@ from ocl.data.batch import POINTS, VIDEO
 from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS
 from ocl.methods.base import ObjectCentricMethod
 from ocl.methods.encoder_weights import leave_out_frozen_encoder, put_back_frozen_encoder
-from ocl.methods.output import PREDICTED_POINTS, ModelOutput
+from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.modules.encoders import TokenMLP
 from ocl.modules.video import VideoSlotProcessor
 from ocl.modules.vit import ViTEncoder, ViTFeatures
@@ -110,7 +110,8 @@ class FeatureVideoMethod(ObjectCentricMethod):
             attention=attention,
         )
         if points is not None:
-            output.extras[PREDICTED_POINTS] = points
+            output.extras[PREDICTED_POINTS] = points.predicted
+            output.extras[ASSIGNED_POINTS] = points.assigned
         if self.reconstruct_features:
             output.reconstruction = decoded[..., : self.encoder.embed_dim]
             output.target = encoded.features.unflatten(0, (batch_size, num_frames))

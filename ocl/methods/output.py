@@ -11,7 +11,10 @@ from dataclasses import dataclass, field, fields
 import torch
 
 PREDICTED_POINTS = "predicted_points"
-"""``extras`` key of IPPE's point predictions ``[B, T, K, 2]`` (SLASH; :mod:`ocl.modules.points`)."""
+"""``extras`` key of IPPE's point predictions of every corrector iteration ``[B, T, I, K, 2]``
+(SLASH; :mod:`ocl.modules.points`, :class:`~ocl.modules.video.ProcessorOutput`)."""
+ASSIGNED_POINTS = "assigned_points"
+"""``extras`` key of the ground-truth points IPPE encoded ``[B, T, K, 2]`` (NaN: the slot's prediction)."""
 
 
 @dataclass

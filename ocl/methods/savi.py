@@ -14,7 +14,7 @@ from torch import nn
 
 from ocl.data.batch import POINTS, VIDEO
 from ocl.methods.base import ObjectCentricMethod
-from ocl.methods.output import PREDICTED_POINTS, ModelOutput
+from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.modules.ark import token_grid
 from ocl.modules.decoders import SpatialBroadcastDecoder
 from ocl.modules.video import VideoSlotProcessor
@@ -71,5 +71,6 @@ class SAVi(ObjectCentricMethod):
             attention=attention,
         )
         if points is not None:
-            output.extras[PREDICTED_POINTS] = points
+            output.extras[PREDICTED_POINTS] = points.predicted
+            output.extras[ASSIGNED_POINTS] = points.assigned
         return output

@@ -4,9 +4,16 @@ slots on a fine-tuned DINO ViT, trained by an EMA teacher with no reconstruction
 Per frame: the ViT's last-block keys, fused with their correlation to the previous frame, feed
 :class:`~ocl.modules.semantic_instance.SemanticInstanceAttention` (16 semantic slots, 4 instance
 slots inside each semantic's area). The teacher is a frozen copy of the encoder at its initial
-(DINO) weights plus an exponential moving average of the rest; student and teacher see
-independent photometric augmentations of each clip. Losses (``configs/loss/smtc.yaml``, all in
-:mod:`ocl.losses.smtc`) read the ``extras`` documented there.
+(DINO) weights plus an exponential moving average of the rest: the authors' update skips every
+parameter whose name contains ``encoder``, so their teacher's ViT also stays at the DINO weights
+it was copied with. Student and teacher see independent photometric augmentations of each clip.
+Losses (``configs/loss/smtc.yaml``, all in :mod:`ocl.losses.smtc`) read the ``extras`` documented
+there.
+
+The student's encoder is frozen for ``encoder_frozen_steps``: ``encoder_freeze="zero_lr"`` is the
+authors' way (it gets gradients and AdamW steps it at learning rate 0, so AdamW's moments fill
+up and its weight decay does nothing), ``"no_grad"`` ocl's cheaper one (no gradient through the
+ViT, so AdamW's state for it starts when it starts training).
 
 Output: ``masks [B, T, S*I, h, w]`` are the instance masks (what SMTC's object discovery scores),
 ``slots [B, T, S*I, d]`` the instance slots, ``extras["semantic_masks"] [B, T, S, h, w]`` the
@@ -16,9 +23,11 @@ semantic masks (scored by the extra metrics of :meth:`SMTC.extra_metrics`).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torchmetrics import Metric
 
 from ocl.data.batch import VIDEO
@@ -34,6 +43,8 @@ from ocl.modules.vit import ViTEncoder
 
 SEMANTIC_MASKS = "semantic_masks"
 """``extras`` key of the soft semantic masks ``[B, T, S, h, w]`` (softmax over semantics)."""
+ENCODER_FREEZES = ("zero_lr", "no_grad")
+"""How the student's encoder is frozen for ``encoder_frozen_steps`` (see the module docs)."""
 
 
 class SMTC(ObjectCentricMethod):
@@ -47,7 +58,9 @@ class SMTC(ObjectCentricMethod):
         augmentation: photometric augmentation drawn independently for student and teacher in
             training (the same for all frames of a clip); None: none.
         ema_momentum: the teacher's momentum per optimiser step.
-        encoder_frozen_steps: the student's encoder gets no gradient before this training step.
+        encoder_frozen_steps: the student's encoder does not change before this training step.
+        encoder_freeze: ``zero_lr`` (gradients, stepped at learning rate 0: the authors' code) or
+            ``no_grad`` (no gradients: cheaper) during those steps.
         encoder_lr_scale: the encoder's learning rate relative to the rest afterwards.
         shared_instance_noise: draw the instance slots' initial noise once per clip and use it in
             every frame (so instance ``i`` of a semantic is comparable over time, which video-level
@@ -63,6 +76,7 @@ class SMTC(ObjectCentricMethod):
         augmentation: PhotometricAugmentation | None = None,
         ema_momentum: float = 0.999,
         encoder_frozen_steps: int = 3000,
+        encoder_freeze: str = "no_grad",
         encoder_lr_scale: float = 0.01,
         shared_instance_noise: bool = True,
         **kwargs: Any,
@@ -70,6 +84,8 @@ class SMTC(ObjectCentricMethod):
         super().__init__(**kwargs)
         if not encoder.trainable:
             raise ValueError("SMTC fine-tunes its encoder: set model.encoder.trainable=true")
+        if encoder_freeze not in ENCODER_FREEZES:
+            raise ValueError(f"unknown encoder_freeze {encoder_freeze!r}; known: {list(ENCODER_FREEZES)}")
         self.encoder = encoder
         self.teacher_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.teacher_encoder.trainable = False
@@ -77,6 +93,7 @@ class SMTC(ObjectCentricMethod):
         self.teacher_head = ExponentialMovingAverage(head, ema_momentum)
         self.augmentation = augmentation
         self.encoder_frozen_steps = encoder_frozen_steps
+        self.encoder_freeze = encoder_freeze
         self.encoder_lr_scale = encoder_lr_scale
         self.shared_instance_noise = shared_instance_noise
 
@@ -92,7 +109,12 @@ class SMTC(ObjectCentricMethod):
         return self.augmentation(video) if self.training and self.augmentation is not None else video
 
     def _run(
-        self, encoder: ViTEncoder, head: torch.nn.Module, video: torch.Tensor, encoder_grad: bool
+        self,
+        encoder: ViTEncoder,
+        head: torch.nn.Module,
+        video: torch.Tensor,
+        encoder_grad: bool,
+        num_iterations: int | None = None,
     ) -> tuple[torch.Tensor, tuple[int, int], SemanticInstanceOutput]:
         """``video [B, T, 3, H, W]`` -> (encoder keys ``[B, T, N, D]``, token grid, head output);
         ``encoder_grad`` False runs the encoder without autograd."""
@@ -100,11 +122,15 @@ class SMTC(ObjectCentricMethod):
         with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_grad):
             encoded = encoder(video.flatten(0, 1))
         keys = encoded.keys.unflatten(0, (batch_size, num_frames))
-        return keys, encoded.grid, head(keys, encoded.grid, self._noise(batch_size, num_frames, keys))
+        noise = self._noise(batch_size, num_frames, keys)
+        return keys, encoded.grid, head(keys, encoded.grid, noise, num_iterations)
+
+    def _encoder_frozen(self) -> bool:
+        return self.global_step < self.encoder_frozen_steps
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
         video = batch[VIDEO]
-        encoder_grad = self.global_step >= self.encoder_frozen_steps
+        encoder_grad = self.encoder_freeze == "zero_lr" or not self._encoder_frozen()
         _, grid, student = self._run(self.encoder, self.head, self._augmented(video), encoder_grad)
         slots = student.slots
         masks = slots.instance_masks().flatten(2, 3).unflatten(-1, grid)  # [B, T, S*I, h, w]
@@ -119,6 +145,19 @@ class SMTC(ObjectCentricMethod):
             output.extras.update({TEACHER + k: v for k, v in self._extras(teacher).items()})
             output.extras[TEACHER_KEYS] = teacher_keys
         return output
+
+    @torch.no_grad()
+    def instance_proposals(
+        self, video: torch.Tensor, num_iterations: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's evaluation call of the authors' model (``forward`` without ``p_s``) on
+        ``video [B, T, 3, H, W]`` in [0, 1], no augmentation: instance masks ``[B, T, S*I, h, w]``
+        (:meth:`~ocl.modules.semantic_instance.SemanticInstanceSlots.instance_masks`) and their
+        scores ``[B, T, S*I]``, the cosine between each instance slot and its semantic slot;
+        ``num_iterations`` of slot attention (default: the training's)."""
+        _, grid, student = self._run(self.encoder, self.head, video, encoder_grad=False, num_iterations=num_iterations)
+        slots = student.slots
+        return slots.instance_masks().flatten(2, 3).unflatten(-1, grid), slots.instance_similarity().flatten(2, 3)
 
     @staticmethod
     def _extras(output: SemanticInstanceOutput) -> dict[str, torch.Tensor]:
@@ -137,13 +176,35 @@ class SMTC(ObjectCentricMethod):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Encoder and head, each split into weights (with weight decay) and biases / norm
         parameters (without), as the authors' ``get_params_groups``; the encoder's groups carry
-        ``lr_scale = encoder_lr_scale``."""
+        ``lr_scale = encoder_lr_scale`` and ``encoder: True``."""
         groups = []
         for module, scale in ((self.encoder, self.encoder_lr_scale), (self.head, 1.0)):
             trainable = [p for p in module.parameters() if p.requires_grad]
-            groups.append({"params": [p for p in trainable if p.ndim > 1], "lr_scale": scale})
-            groups.append({"params": [p for p in trainable if p.ndim <= 1], "lr_scale": scale, "weight_decay": 0.0})
+            tags = {"lr_scale": scale, "encoder": module is self.encoder}
+            groups.append({"params": [p for p in trainable if p.ndim > 1], **tags})
+            groups.append({"params": [p for p in trainable if p.ndim <= 1], **tags, "weight_decay": 0.0})
         return groups
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: torch.optim.Optimizer | LightningOptimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """The optimiser step; with ``encoder_freeze="zero_lr"`` and the encoder still frozen, the
+        encoder's groups step at learning rate 0 (their scheduled rate is put back afterwards)."""
+        groups = optimizer.param_groups
+        at_zero_lr = self.encoder_freeze == "zero_lr" and self._encoder_frozen()
+        frozen = [group for group in groups if group.get("encoder")] if at_zero_lr else []
+        scheduled = [group["lr"] for group in frozen]
+        for group in frozen:
+            group["lr"] = 0.0
+        try:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        finally:
+            for group, lr in zip(frozen, scheduled, strict=True):
+                group["lr"] = lr
 
     def extra_metrics(self) -> dict[str, Metric]:
         """Scores of the semantic masks besides the default ones of the instance masks:

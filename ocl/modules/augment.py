@@ -3,11 +3,14 @@
 SMTC's student and teacher each see their own augmented copy of every clip. The recipe is the
 authors' ``Augment_GPU_pre`` (kornia, ``same_on_frame=True``; shvdiwnkozbw/SMTC ``src/utils.py``):
 random grayscale (p 0.2), then colour jitter (p 0.8; brightness, contrast, saturation 0.4, hue 0.1),
-then Gaussian blur (p 0.5; kernel side ``0.1 * H`` rounded to odd, sigma in [0.1, 2]). Differences:
-the blur's sigma is drawn per video (the authors draw it once when the pipeline is built), the
-jitter's four operations run in a fixed order, and hue is rotated in YIQ space (a linear map)
-rather than through HSV. The ImageNet normalisation of the authors' pipeline is the encoder's job
-here (:class:`~ocl.modules.vit.ViTEncoder`).
+then Gaussian blur (p 0.5; kernel side ``0.1 * H`` rounded to odd, sigma in [0.1, 2]). The blur's
+sigma is drawn once when the module is built (``blur_sigma_draw="run"``, as the authors' pipeline,
+whose sigma is drawn when it is built, once per process: so their 4 GPUs each blur with their
+own sigma) or per video (``"video"``). Differences left: the jitter's four operations run in a
+fixed order and hue is rotated in YIQ space (a linear map) rather than through HSV (kornia's
+jitter, whose order and formulas depend on its version, which the authors do not pin). The
+ImageNet normalisation of the authors' pipeline is the encoder's job here
+(:class:`~ocl.modules.vit.ViTEncoder`).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class PhotometricAugmentation(nn.Module):
         blur_probability: chance of blurring a video.
         blur_fraction: kernel side as a fraction of the frame height (rounded down to odd, at least 3).
         blur_sigma: range of the blur's standard deviation in pixels.
+        blur_sigma_draw: ``run`` (one sigma for the whole run, drawn here from torch's generator
+            and kept in the module's state) or ``video`` (a sigma per video).
     """
 
     def __init__(
@@ -83,8 +88,11 @@ class PhotometricAugmentation(nn.Module):
         blur_probability: float = 0.5,
         blur_fraction: float = 0.1,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
+        blur_sigma_draw: str = "video",
     ) -> None:
         super().__init__()
+        if blur_sigma_draw not in ("run", "video"):
+            raise ValueError(f"unknown blur_sigma_draw {blur_sigma_draw!r}; known: 'run', 'video'")
         for name, value in (
             ("grayscale_probability", grayscale_probability),
             ("jitter_probability", jitter_probability),
@@ -98,6 +106,10 @@ class PhotometricAugmentation(nn.Module):
         self.blur_probability = blur_probability
         self.blur_fraction = blur_fraction
         self.blur_sigma = tuple(blur_sigma)
+        self.blur_sigma_draw = blur_sigma_draw
+        # saved in checkpoints, so a resumed run blurs as before
+        run_sigma = torch.empty(()).uniform_(*self.blur_sigma) if blur_sigma_draw == "run" else None
+        self.register_buffer("run_blur_sigma", run_sigma)
 
     def _draw(self, batch: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
         """``[B]`` uniform draws in ``[low, high]``."""
@@ -131,6 +143,10 @@ class PhotometricAugmentation(nn.Module):
         size = max(3, int(self.blur_fraction * video.shape[-2]) // 2 * 2 + 1)
         if size // 2 < min(video.shape[-2:]):  # reflect padding needs a kernel radius below the frame side
             blur = self._chosen(batch, self.blur_probability, video)
-            blurred = _gaussian_blur(video, self._draw(batch, *self.blur_sigma, video), size)
+            if self.run_blur_sigma is not None:
+                sigma = self.run_blur_sigma.to(video.dtype).expand(batch)
+            else:
+                sigma = self._draw(batch, *self.blur_sigma, video)
+            blurred = _gaussian_blur(video, sigma, size)
             video = torch.where(blur, blurred, video)
         return video

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ocl.modules.encoders import SoftPositionEmbedding
+from ocl.modules.transformer import TransformerBlock
 
 
 class SpatialBroadcastDecoder(nn.Module):
@@ -29,6 +30,9 @@ class SpatialBroadcastDecoder(nn.Module):
         channels: channels of the hidden conv layers (ReLU after each).
         kernel_size: kernel size of the hidden layers.
         out_channels: decoded channels per pixel (3 for RGB).
+        transposed: the layers at stride 1 are transposed convolutions too (Slot Attention's and
+            SLASH's code: the same maps, with ``ConvTranspose2d``'s weight layout and default
+            initialisation); False: ``Conv2d`` (ocl).
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class SpatialBroadcastDecoder(nn.Module):
         channels: Sequence[int] = (64, 64, 64, 64),
         kernel_size: int = 5,
         out_channels: int = 3,
+        transposed: bool = False,
     ) -> None:
         super().__init__()
         ratio = output_size / broadcast_size
@@ -53,16 +58,17 @@ class SpatialBroadcastDecoder(nn.Module):
         layers: list[nn.Module] = []
         in_channels = slot_dim
         pad = kernel_size // 2
+        same_size = nn.ConvTranspose2d if transposed else nn.Conv2d
         for index, hidden in enumerate(channels):
             if index < num_upsamples:
                 layers.append(
                     nn.ConvTranspose2d(in_channels, hidden, kernel_size, stride=2, padding=pad, output_padding=1)
                 )
             else:
-                layers.append(nn.Conv2d(in_channels, hidden, kernel_size, padding=pad))
+                layers.append(same_size(in_channels, hidden, kernel_size, padding=pad))
             layers.append(nn.ReLU(inplace=True))
             in_channels = hidden
-        layers.append(nn.Conv2d(in_channels, out_channels + 1, 3, padding=1))
+        layers.append(same_size(in_channels, out_channels + 1, 3, padding=1))
         self.net = nn.Sequential(*layers)
         self.out_channels = out_channels
 
@@ -91,9 +97,11 @@ def mlp(dims: Sequence[int]) -> nn.Sequential:
 class MLPFeatureDecoder(nn.Module):
     """DINOSAUR's broadcast MLP decoder over patches (SlotContrast, SlotCurri).
 
-    Every slot is broadcast to the ``N`` patch positions and gets a learned position embedding;
-    a shared MLP maps each (slot, position) to ``output_dim`` values and one alpha logit. Alpha
-    is softmaxed over slots (the masks); the reconstruction is the alpha-weighted sum of values.
+    Every slot is broadcast to the ``N`` patch positions and gets a learned position embedding
+    (initialised ``randn * d ** -0.5``, as the authors' code); a shared MLP (``nn.Linear``'s
+    default initialisation) maps each (slot, position) to ``output_dim`` values and one alpha
+    logit. Alpha is softmaxed over slots (the masks); the reconstruction is the alpha-weighted
+    sum of values.
 
     Args:
         slot_dim: slot dimension ``d``.
@@ -104,7 +112,7 @@ class MLPFeatureDecoder(nn.Module):
 
     def __init__(self, slot_dim: int, num_tokens: int, output_dim: int, hidden_dims: Sequence[int] = (1024,) * 3):
         super().__init__()
-        self.position = nn.Parameter(torch.randn(1, 1, num_tokens, slot_dim) * 0.02)
+        self.position = nn.Parameter(torch.randn(1, 1, num_tokens, slot_dim) * slot_dim**-0.5)
         self.mlp = mlp([slot_dim, *hidden_dims, output_dim + 1])
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,22 +124,31 @@ class MLPFeatureDecoder(nn.Module):
 
 
 class SlotMixerDecoder(nn.Module):
-    """SlotMixer decoder (Sajjadi et al. 2022) as used by VideoSAUR.
+    """SlotMixer decoder (Sajjadi et al. 2022) as VideoSAUR's code builds it.
 
-    Learned per-patch queries pass through an allocation transformer (pre-LN decoder blocks:
-    self-attention over patches, cross-attention to the slots, MLP). A final single-head
-    dot-product attention of each query over the slots gives the mixing weights (the masks,
-    softmax over slots); each patch's weighted mixture of slots plus its position embedding
-    is rendered by an MLP into ``output_dim`` values. Unlike the MLP decoder, the render runs
-    once per patch, not once per (slot, patch).
+    Allocation: learned per-patch queries (the position embedding) pass through ``num_blocks``
+    pre-LN cross-attention blocks (:class:`~ocl.modules.transformer.TransformerBlock` with
+    ``memory`` = LayerNorm(slots); no self-attention among the patches, no final norm). Mixing:
+    ``q = to_q(norm_queries(queries))``, ``k = to_k(norm_slots(slots))``, logits ``q k^T * d**-0.5``
+    softmaxed over slots (the masks); each patch's mixture of the raw slots plus its position
+    embedding is rendered by Linear + ReLU layers (``hidden_dims``, ReLU after each) and an
+    output Linear into ``output_dim`` values. The render runs once per patch, not once per
+    (slot, patch).
+
+    Initial values as the authors' code: position embedding ``randn * d ** -0.5``; ``to_q``,
+    ``to_k`` and the output Linear Xavier-uniform (the output bias zero); the blocks' attention
+    Xavier-uniform with zero biases; every other layer ``nn.Linear`` / ``nn.LayerNorm`` defaults.
 
     Args:
         slot_dim: slot dimension ``d``.
         num_tokens: number of patches ``N``.
         output_dim: rendered channels per patch.
-        num_blocks: allocation transformer blocks.
+        num_blocks: allocation blocks (VideoSAUR: MOVi 2, YT-VIS 3).
         num_heads: attention heads in those blocks.
-        hidden_dims: hidden layer sizes of the render MLP.
+        hidden_dims: widths of the render layers before the output Linear (VideoSAUR: MOVi
+            1024 x 4, YT-VIS 1024 x 3).
+        legacy_scale: the allocator's attention multiplies its logits by ``sqrt(head_dim)``
+            (VideoSAUR's code) instead of dividing.
     """
 
     def __init__(
@@ -141,24 +158,35 @@ class SlotMixerDecoder(nn.Module):
         output_dim: int,
         num_blocks: int = 2,
         num_heads: int = 4,
-        hidden_dims: Sequence[int] = (1024,) * 3,
+        hidden_dims: Sequence[int] = (1024,) * 4,
+        legacy_scale: bool = False,
     ) -> None:
         super().__init__()
-        self.position = nn.Parameter(torch.randn(1, num_tokens, slot_dim) * 0.02)
-        block = nn.TransformerDecoderLayer(
-            slot_dim, num_heads, 4 * slot_dim, dropout=0.0, batch_first=True, norm_first=True
+        self.position = nn.Parameter(torch.randn(1, num_tokens, slot_dim) * slot_dim**-0.5)
+        self.norm_memory = nn.LayerNorm(slot_dim)
+        self.allocator = nn.ModuleList(
+            TransformerBlock(slot_dim, num_heads, legacy_scale=legacy_scale, attention_init="xavier")
+            for _ in range(num_blocks)
         )
-        self.allocator = nn.TransformerDecoder(block, num_blocks, norm=nn.LayerNorm(slot_dim))
+        self.norm_queries = nn.LayerNorm(slot_dim)
         self.norm_slots = nn.LayerNorm(slot_dim)
         self.to_q = nn.Linear(slot_dim, slot_dim, bias=False)
         self.to_k = nn.Linear(slot_dim, slot_dim, bias=False)
         self.render = mlp([slot_dim, *hidden_dims, output_dim])
+        output_layer = self.render[-1]
+        for layer in (self.to_q, self.to_k, output_layer):
+            nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(output_layer.bias)
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``slots [B, K, d]`` -> (rendered ``[B, N, output_dim]``, masks ``[B, K, N]``)."""
-        queries = self.allocator(self.position.expand(slots.shape[0], -1, -1), slots)
+        position = self.position.expand(slots.shape[0], -1, -1)
+        memory = self.norm_memory(slots)
+        queries = position
+        for block in self.allocator:
+            queries = block(queries, memory)
         keys = self.to_k(self.norm_slots(slots))
-        logits = torch.einsum("bnd,bkd->bkn", self.to_q(queries), keys) * slots.shape[-1] ** -0.5
+        logits = torch.einsum("bnd,bkd->bkn", self.to_q(self.norm_queries(queries)), keys) * slots.shape[-1] ** -0.5
         masks = logits.softmax(dim=1)
         mixed = torch.einsum("bkn,bkd->bnd", masks, slots)
-        return self.render(mixed + self.position), masks
+        return self.render(mixed + position), masks

@@ -33,11 +33,18 @@ class CNNEncoder(nn.Module):
     """Slot Attention's CNN encoder: conv stack, soft position embedding, LayerNorm + MLP.
 
     Args:
-        channels: output channels of each conv layer (ReLU after each).
+        channels: output channels of each conv layer (ReLU after each, see ``last_relu``).
         strides: stride of each conv layer (same length as ``channels``); the token grid is
             the input size divided by their product.
         kernel_size: conv kernel size (padding keeps the size at stride 1).
         output_dim: token dimension after the MLP.
+        last_relu: a ReLU after the last conv too (ocl); False: none (SLASH's code).
+        centre_inputs: map the images from [0, 1] to [-1, 1] first (ocl); False: use them as
+            they are (SLASH's code).
+        joint_norm_tokens: ``None``: the LayerNorm normalises each token over its channels (ocl);
+            ``N``: it normalises the ``N`` tokens of an image and their channels jointly, with
+            per-position affine tables ``[N, C]`` (SLASH's code: ``LayerNorm([H * W, C])``), so the
+            token grid must hold ``N`` tokens.
     """
 
     def __init__(
@@ -46,6 +53,9 @@ class CNNEncoder(nn.Module):
         strides: Sequence[int] = (1, 1, 1, 1),
         kernel_size: int = 5,
         output_dim: int = 64,
+        last_relu: bool = True,
+        centre_inputs: bool = True,
+        joint_norm_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if len(channels) != len(strides):
@@ -58,19 +68,21 @@ class CNNEncoder(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             in_channels = out_channels
-        self.convs = nn.Sequential(*layers)
+        self.convs = nn.Sequential(*(layers if last_relu else layers[:-1]))
         self.position = SoftPositionEmbedding(in_channels)
+        norm_shape = in_channels if joint_norm_tokens is None else (joint_norm_tokens, in_channels)
         self.mlp = nn.Sequential(
-            nn.LayerNorm(in_channels),
+            nn.LayerNorm(norm_shape),
             nn.Linear(in_channels, output_dim),
             nn.ReLU(inplace=True),
             nn.Linear(output_dim, output_dim),
         )
         self.output_dim = output_dim
+        self.centre_inputs = centre_inputs
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images [B, 3, H, W]`` in [0, 1] -> tokens ``[B, h * w, output_dim]``."""
-        features = self.convs(images * 2.0 - 1.0).permute(0, 2, 3, 1)
+        features = self.convs(images * 2.0 - 1.0 if self.centre_inputs else images).permute(0, 2, 3, 1)
         features = self.position(features)
         return self.mlp(features.flatten(1, 2))
 

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from ocl.modules.points import VideoPoints, stack_iterations
 from ocl.modules.slot_attention import SlotAttention
 
 
 class ProcessorOutput(NamedTuple):
     """What :class:`VideoSlotProcessor` returns: ``slots [B, T, K, d]``, ``attention [B, T, K, N]``
-    and the corrector's IPPE point predictions ``[B, T, K, 2]`` (None without IPPE)."""
+    and the corrector's IPPE points (:class:`~ocl.modules.points.VideoPoints`; None without IPPE)."""
 
     slots: torch.Tensor
     attention: torch.Tensor
-    points: torch.Tensor | None = None
+    points: VideoPoints | None = None
 
 
 class VideoSlotProcessor(nn.Module):
@@ -90,7 +91,9 @@ class VideoSlotProcessor(nn.Module):
         backward_frames = list(reversed(frames))[1:]
         backward = self._run(self.predictor(forward.slots[:, -1]), features, backward_frames, grid, None, first=False)
 
-        def cyclic(back: torch.Tensor | None, fwd: torch.Tensor | None) -> torch.Tensor | None:
+        def cyclic(back: Any, fwd: Any) -> Any:
+            if isinstance(back, tuple):  # VideoPoints
+                return type(back)(*(cyclic(b, f) for b, f in zip(back, fwd, strict=True)))
             return None if back is None else torch.cat([back.flip(1), fwd[:, -1:]], dim=1)
 
         return ProcessorOutput(*(cyclic(back, fwd) for back, fwd in zip(backward, forward, strict=True)))
@@ -115,9 +118,11 @@ class VideoSlotProcessor(nn.Module):
             slots = output.slots
             if self.predictor is not None and step + 1 < len(frames):
                 slots = self.predictor(slots)
-        predicted = None if outputs[0].points is None else torch.stack([o.points for o in outputs], dim=1)
+        points = None
+        if outputs[0].points is not None:
+            points = VideoPoints(
+                stack_iterations([o.points for o in outputs]), torch.stack([o.assigned_points for o in outputs], dim=1)
+            )
         return ProcessorOutput(
-            torch.stack([o.slots for o in outputs], dim=1),
-            torch.stack([o.attention for o in outputs], dim=1),
-            predicted,
+            torch.stack([o.slots for o in outputs], dim=1), torch.stack([o.attention for o in outputs], dim=1), points
         )

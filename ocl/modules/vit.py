@@ -7,17 +7,27 @@ state besides the ViT, so a feature cache can replace the call without touching 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 RANDOM = "random"
 HUB = "hub"
+
+TIMM = "timm"
+"""Position embedding made for ``image_size`` once, when loaded (timm: bicubic, antialiased); other
+frame sizes resample it on every call the same way."""
+DINO_PER_CALL = "dino_per_call"
+"""Position embedding kept at the size it was pretrained for, resampled on every call by
+:func:`dino_position_embedding` (DINO's ``interpolate_pos_encoding``)."""
+POSITION_INTERPOLATIONS = (TIMM, DINO_PER_CALL)
 
 
 class WeightsError(RuntimeError):
@@ -45,23 +55,35 @@ class ViTEncoder(nn.Module):
     """A timm ViT returning one block's patch tokens and attention keys; frozen unless ``trainable``.
 
     Frames in [0, 1] are normalised inside with the model's pretrained mean and std. Blocks
-    after ``block`` are removed, so they never run. The module stays in eval mode (DINO and
-    DINOv2 ViTs have no dropout or drop path at their defaults). Frozen (the default): the
-    parameters never require gradients and the forward pass runs without autograd. Trainable
-    (SMTC's student): the parameters require gradients and the forward pass records them.
+    after ``block`` are removed, so they never run. Frozen (the default): the parameters never
+    require gradients, the forward pass runs without autograd and the module stays in eval mode
+    whatever its parent's mode. Trainable (SMTC's student): the parameters require gradients, the
+    forward pass records them and the module follows ``train()`` / ``eval()``, so stochastic depth
+    (``drop_path_rate``) drops residual branches in training only (DINO and DINOv2 ViTs have no
+    dropout at their defaults).
 
     Args:
         model_name: timm model name, e.g. ``vit_base_patch8_224.dino`` or
             ``vit_small_patch14_dinov2.lvd142m``.
-        image_size: side of the input frames the position embedding is made for (pretrained
-            position embeddings are resampled to it when loaded). Other sizes that are multiples
-            of the patch size also work; their position embedding is resampled on every call.
+        image_size: side of the input frames. With ``position_interpolation="timm"`` the
+            position embedding is made for it (pretrained ones are resampled to it when loaded).
+            Other sizes that are multiples of the patch size also work; their position embedding
+            is resampled on every call.
         weights: ``"hub"`` (timm's pretrained weights from the Hugging Face hub), ``"random"``
             (no pretrained weights: tests and synthetic runs), or the path of a local file
             (.pth/.pt/.bin/.safetensors) holding a state dict in timm's format for the model or
             an original DINO / DINOv2 checkpoint.
         block: 1-based index of the block whose output and keys are returned; default the last.
         trainable: fine-tune the ViT (its parameters require gradients).
+        drop_path_rate: stochastic depth of a trainable ViT in training mode: block ``i`` (0-based)
+            of the architecture's ``n`` drops each residual branch of a sample with probability
+            ``drop_path_rate * i / (n - 1)`` and scales kept ones by ``1 / (1 - p)`` (timm's and
+            DINO's linear rule). 0: none.
+        position_interpolation: ``"timm"`` (the table is resampled to ``image_size`` once, when
+            loaded, with timm's antialiased bicubic interpolation, and fine-tuned at that size) or
+            ``"dino_per_call"`` (the table keeps the size of the architecture's pretraining, e.g.
+            14x14 for a ViT-S/16 at 224 px, is fine-tuned at that size and resampled on every call
+            by :func:`dino_position_embedding`, as DINO's own ViT does).
         **timm_kwargs: passed to :func:`timm.create_model`, e.g. ``depth``, ``patch_size``,
             ``embed_dim``, ``num_heads`` for a tiny random ViT.
     """
@@ -73,11 +95,23 @@ class ViTEncoder(nn.Module):
         weights: str = HUB,
         block: int | None = None,
         trainable: bool = False,
+        drop_path_rate: float = 0.0,
+        position_interpolation: str = TIMM,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
-        kwargs = {"dynamic_img_size": True, **timm_kwargs, "img_size": image_size}
+        if position_interpolation not in POSITION_INTERPOLATIONS:
+            raise ValueError(
+                f"unknown position_interpolation {position_interpolation!r}; choose one of {list(POSITION_INTERPOLATIONS)}"
+            )
+        if drop_path_rate and not trainable:
+            raise ValueError("drop_path_rate needs trainable=true: a frozen ViT always runs in eval mode")
+        kwargs = {"dynamic_img_size": True, **timm_kwargs, "drop_path_rate": drop_path_rate}
+        if position_interpolation == TIMM:
+            kwargs["img_size"] = image_size
         vit = _create_vit(model_name, weights, kwargs)
+        if position_interpolation == DINO_PER_CALL:
+            _check_dino_position_table(vit, model_name)
         patch_h, patch_w = vit.patch_embed.patch_size
         if patch_h != patch_w:
             raise ValueError(
@@ -92,6 +126,7 @@ class ViTEncoder(nn.Module):
         vit.prune_intermediate_layers([block - 1], prune_norm=True, prune_head=True)
         vit.requires_grad_(trainable)
         self.trainable = trainable
+        self.position_interpolation = position_interpolation
         self.vit = vit
         self.model_name = model_name
         self.image_size = image_size
@@ -122,8 +157,8 @@ class ViTEncoder(nn.Module):
         return h * w
 
     def train(self, mode: bool = True) -> ViTEncoder:
-        """Stay in eval mode whatever ``mode`` is (no dropout, no drop path)."""
-        return super().train(False)
+        """Follow ``mode`` if trainable (drop path in training); a frozen encoder stays in eval mode."""
+        return super().train(mode and self.trainable)
 
     def forward(self, images: torch.Tensor) -> ViTFeatures:
         """``images [B, 3, H, W]`` in [0, 1] -> features and keys ``[B, h * w, D]``."""
@@ -135,24 +170,72 @@ class ViTEncoder(nn.Module):
     def _features(self, images: torch.Tensor) -> ViTFeatures:
         """The forward pass proper (the caller sets the autograd mode)."""
         grid = self.grid_size((images.shape[2], images.shape[3]))
+        vit = self.vit
         captured: list[torch.Tensor] = []
-        hook = self.vit.blocks[-1].attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        hook = vit.blocks[-1].attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
-            (features,) = self.vit.forward_intermediates(
-                (images - self.mean) / self.std,
-                indices=[len(self.vit.blocks) - 1],
-                output_fmt="NLC",
-                intermediates_only=True,
-            )
+            tokens = self._embedded((images - self.mean) / self.std)
+            for block in vit.blocks:
+                tokens = block(tokens)
         finally:
             hook.remove()
-        keys = captured[0].chunk(3, dim=-1)[1][:, self.vit.num_prefix_tokens :].contiguous()
-        return ViTFeatures(features=features, keys=keys, grid=grid)
+        prefix = vit.num_prefix_tokens
+        keys = captured[0].chunk(3, dim=-1)[1][:, prefix:].contiguous()
+        return ViTFeatures(features=tokens[:, prefix:], keys=keys, grid=grid)
+
+    def _embedded(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised ``images [B, 3, H, W]`` -> the first block's input ``[B, prefix + h * w, D]``:
+        patch embedding, prefix tokens and position embedding (``position_interpolation``)."""
+        vit = self.vit
+        patches = vit.patch_embed(images)  # [B, h, w, D]
+        if self.position_interpolation == TIMM:
+            tokens = vit._pos_embed(patches)
+        else:
+            batch, height, width, dim = patches.shape
+            tokens = torch.cat(
+                [vit.cls_token.expand(batch, -1, -1), patches.reshape(batch, height * width, dim)], dim=1
+            )
+            tokens = vit.pos_drop(tokens + dino_position_embedding(vit.pos_embed, (height, width)))
+        return vit.norm_pre(vit.patch_drop(tokens))
 
     def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
         """``images [B, 3, H, W]`` -> block tokens as maps ``[B, D, h, w]`` (label propagation's input)."""
         encoded = self(images)
         return encoded.features.transpose(1, 2).unflatten(2, encoded.grid)
+
+
+def dino_position_embedding(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """DINO's ``interpolate_pos_encoding``: the position table ``[1, 1 + g * g, D]`` (class token
+    first) for a token grid ``(h, w)`` -> ``[1, 1 + h * w, D]``.
+
+    The table itself when the grid is its own ``g x g``; otherwise its ``g x g`` part is resampled
+    bicubically (no antialiasing, ``align_corners=False``) with the scale factors
+    ``((h + 0.1) / g, (w + 0.1) / g)``: the output has ``h x w`` positions, but source coordinates
+    are ``(i + 0.5) * g / (h + 0.1) - 0.5``, not ``g / h`` apart. The class position is kept.
+    """
+    side = math.isqrt(table.shape[1] - 1)
+    height, width = grid
+    if (height, width) == (side, side):
+        return table
+    patches = table[:, 1:].unflatten(1, (side, side)).permute(0, 3, 1, 2)  # [1, D, g, g]
+    resampled = F.interpolate(
+        patches, scale_factor=((height + 0.1) / side, (width + 0.1) / side), mode="bicubic", align_corners=False
+    )
+    if resampled.shape[-2:] != (height, width):
+        raise RuntimeError(f"DINO's interpolation gave a {tuple(resampled.shape[-2:])} grid, not {grid}")
+    return torch.cat([table[:, :1], resampled.flatten(2).transpose(1, 2)], dim=1)
+
+
+def _check_dino_position_table(vit: VisionTransformer, model_name: str) -> None:
+    """Raise unless ``vit`` has DINO's layout: one class token whose position heads a square table."""
+    table = vit.pos_embed
+    positions = 0 if table is None else table.shape[1] - 1
+    square = positions > 0 and math.isqrt(positions) ** 2 == positions
+    if vit.cls_token is None or vit.num_prefix_tokens != 1 or vit.no_embed_class or not square:
+        raise ValueError(
+            f"position_interpolation='{DINO_PER_CALL}' needs DINO's layout (one class token with its position "
+            f"first in a square table); {model_name} does not have it: use '{TIMM}'"
+        )
 
 
 def _create_vit(model_name: str, weights: str, kwargs: dict[str, Any]) -> VisionTransformer:
@@ -194,6 +277,9 @@ def _load_local_weights(vit: VisionTransformer, model_name: str, path: Path) -> 
         state = checkpoint_filter_fn(timm.models.load_state_dict(str(path)), vit)
     except Exception as error:
         raise WeightsError(f"could not read ViT weights from {path}: {error}") from error
+    # ViTEncoder removes the final norm after loading, so files without it load too (the ViTs in
+    # VideoSAUR's, SlotContrast's and SlotCurri's checkpoints end at the last block).
+    state = {**{f"norm.{name}": value for name, value in vit.norm.state_dict().items()}, **state}
     expected = vit.state_dict()
     problems = [
         _few("missing", expected.keys() - state.keys()),

@@ -32,10 +32,10 @@ def model_view(transform: VideoTransform, height: int, width: int) -> tuple[slic
     """The rows and columns of a ``height x width`` frame that ``transform`` turns into the model's input.
 
     ``resize`` and ``none`` use the whole frame; ``short_side_crop`` (centred when evaluating)
-    scales the short side to the model's size and crops the long side to it, so it shows the
-    centred square whose side is the short side.
+    scales the short side to the model's size and crops the long side to it, and ``center_square``
+    crops that square before resizing, so both show the centred square whose side is the short side.
     """
-    if transform.mode != "short_side_crop":
+    if transform.mode not in ("short_side_crop", "center_square"):
         return slice(0, height), slice(0, width)
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2

@@ -9,37 +9,67 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 class WarmupExponentialDecay:
-    """lr factor ``min(1, (step + 1) / warmup_steps) * decay_rate ** (step / decay_steps)``;
-    ``staircase``: the exponent is ``floor(step / decay_steps)`` (step decay).
+    """lr factor of the optimiser step ``s`` (0-based, Lightning's ``global_step`` before the
+    step): with ``t = s + first_step``,
 
-    With ``decay_rate=0.5`` and ``decay_steps=max_steps`` the lr ends at half its peak, the
-    VideoSAUR / SlotContrast / SlotCurri schedule; with ``staircase`` and ``decay_steps`` a fifth
-    of the run it halves every 20% of the steps, SLASH's schedule.
+    * warm-up ``min(1, t / warmup_steps)`` (0 at ``t = 0``), times
+    * decay ``decay_rate ** ((t - start) / (decay_steps - start))`` for ``t >= start`` (1 before),
+
+    so the decay reaches ``decay_rate`` at ``t = decay_steps`` and keeps going after it (a run
+    no longer than its warm-up, ``decay_steps <= start``, gets ``decay_rate`` from ``start`` on).
+
+    ``start`` is ``warmup_steps`` (the decay begins when the warm-up ends; VideoSAUR's,
+    SlotContrast's and SlotCurri's ``exp_decay_with_warmup`` with ``decay_steps = max_steps``) or,
+    with ``decay_during_warmup``, 0 (the two multiply from the first step; SLASH's ``train.py``,
+    whose loop counts its first step as 1: ``first_step=1``). Steps may be fractional (SLASH's
+    are ratios of the run's length).
     """
 
-    def __init__(self, warmup_steps: int, decay_steps: int, decay_rate: float = 0.5, staircase: bool = False) -> None:
+    def __init__(
+        self,
+        warmup_steps: float,
+        decay_steps: float,
+        decay_rate: float = 0.5,
+        decay_during_warmup: bool = False,
+        first_step: int = 0,
+    ) -> None:
         if warmup_steps < 0 or decay_steps <= 0:
             raise ValueError(f"need warmup_steps >= 0 and decay_steps > 0, got {warmup_steps}, {decay_steps}")
         self.warmup_steps = warmup_steps
         self.decay_steps = decay_steps
         self.decay_rate = decay_rate
-        self.staircase = staircase
+        self.decay_start = 0 if decay_during_warmup else warmup_steps
+        self.first_step = first_step
 
     def __call__(self, step: int) -> float:
-        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-        exponent = step // self.decay_steps if self.staircase else step / self.decay_steps
-        return warmup * self.decay_rate**exponent
+        t = step + self.first_step
+        warmup = min(1.0, t / self.warmup_steps) if self.warmup_steps else 1.0
+        if t < self.decay_start:
+            return warmup
+        span = self.decay_steps - self.decay_start
+        return warmup * self.decay_rate ** ((t - self.decay_start) / span if span > 0 else 1.0)
 
 
 def warmup_exponential_decay(
     optimizer: torch.optim.Optimizer,
-    warmup_steps: int,
-    decay_steps: int,
+    warmup_steps: float,
+    decay_steps: float,
     decay_rate: float = 0.5,
-    staircase: bool = False,
+    decay_during_warmup: bool = False,
+    first_step: int = 0,
+    total_steps: int | None = None,
 ) -> LambdaLR:
-    """A :class:`LambdaLR` following :class:`WarmupExponentialDecay`."""
-    return LambdaLR(optimizer, WarmupExponentialDecay(warmup_steps, decay_steps, decay_rate, staircase))
+    """A :class:`LambdaLR` following :class:`WarmupExponentialDecay`.
+
+    ``total_steps``: if given, ``warmup_steps`` and ``decay_steps`` are fractions of it (SLASH's
+    ``WARMUP_STEP_RATIO`` and ``DECAY_STEP_RATIO`` of its run's length; the products may be
+    fractional, as theirs are).
+    """
+    if total_steps is not None:
+        warmup_steps, decay_steps = warmup_steps * total_steps, decay_steps * total_steps
+    return LambdaLR(
+        optimizer, WarmupExponentialDecay(warmup_steps, decay_steps, decay_rate, decay_during_warmup, first_step)
+    )
 
 
 class CosineDecay:
