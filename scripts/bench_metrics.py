@@ -1,10 +1,19 @@
-"""Benchmark the vectorised video FG-ARI + mBO against a per-video sklearn / numpy loop.
+"""Benchmark the evaluation path, soft masks -> FG-ARI and mBO, against a per-video loop.
 
-Builds random ground truth (moving disks, later objects occluding earlier ones, an ignored
-border) and predictions from noisy soft masks at low resolution, then times both paths on the
-same hard ids and prints the times, the speed ratios and the largest score differences. The
-vectorised path is timed twice: with the two public functions (one contingency count each) and
-with one shared count (as the metrics callback does).
+Builds ground truth (moving disks, later objects occluding earlier ones, an ignored border) and
+low-resolution soft masks of two kinds: ``smooth`` (blurred slot logits with mild noise: regions
+with boundaries, as a decoder produces) and ``noisy`` (uniform noise on a one-hot: the argmax
+flips between neighbouring pixels, the worst case for the CPU kernel). For each kind it times,
+on the same inputs:
+
+* the reference per-video loop: bilinear resize + argmax of one video (``F.interpolate``), then
+  sklearn's ARI on the foreground pixels and a per-object, per-slot IoU loop for mBO;
+* ocl's whole path: ``segmentation_contingency`` (on the CPU: the compiled resize + argmax +
+  count of ``ocl.metrics.cpu_segmentation``) and both metrics from that one table;
+* ocl's resize + argmax alone (``hard_segmentation``) against ``F.interpolate`` + argmax;
+
+and prints the times, the speed ratios, whether the label maps are identical and the largest
+score difference.
 
     python scripts/bench_metrics.py --threads 1
 """
@@ -19,17 +28,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score
 
 from ocl.data.batch import IGNORE_ID
 from ocl.metrics import (
-    contingency,
     fg_ari_from_contingency,
     hard_segmentation,
     mbo_from_contingency,
-    mean_best_overlap,
     sample_tables,
-    video_fg_ari,
+    segmentation_contingency,
 )
 
 
@@ -41,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mask-size", type=int, default=32, help="soft-mask height and width")
     parser.add_argument("--slots", type=int, default=11)
     parser.add_argument("--objects", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of the vectorised path (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of ocl's paths (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -67,19 +75,32 @@ def make_labels(videos: int, frames: int, size: int, objects: int, g: torch.Gene
     return labels
 
 
-def make_soft_masks(labels: torch.Tensor, slots: int, mask_size: int, g: torch.Generator) -> torch.Tensor:
-    """``[B, T, K, h, w]`` soft masks loosely following the labels, with noise."""
+def make_soft_masks(labels: torch.Tensor, slots: int, mask_size: int, kind: str, g: torch.Generator) -> torch.Tensor:
+    """``[B, T, K, h, w]`` soft masks loosely following the labels (``kind``: smooth or noisy)."""
     b, t, h, w = labels.shape
     small = labels[..., :: h // mask_size, :: w // mask_size].clamp_min(0)
     slot = (small * 5 + torch.arange(b).reshape(b, 1, 1, 1)) % slots
     one_hot = torch.nn.functional.one_hot(slot, slots).permute(0, 1, 4, 2, 3).float()
-    return (one_hot + 1.5 * torch.rand(one_hot.shape, generator=g)).softmax(dim=2)
+    if kind == "noisy":
+        return (one_hot + 1.5 * torch.rand(one_hot.shape, generator=g)).softmax(dim=2)
+    binomial = torch.tensor([1.0, 2.0, 1.0])
+    blur = (binomial[:, None] * binomial[None]).div(16).expand(slots, 1, 3, 3)
+    logits = torch.nn.functional.pad(6 * one_hot.flatten(0, 1), (1, 1, 1, 1), mode="replicate")
+    logits = torch.nn.functional.conv2d(logits, blur, groups=slots)
+    logits = logits + 0.3 * torch.randn(logits.shape, generator=g)
+    return logits.softmax(dim=1).reshape(b, t, slots, mask_size, mask_size)
 
 
-def reference(pred: np.ndarray, true: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-video loop: sklearn ARI on foreground pixels and a per-object, per-slot IoU loop."""
+def interpolate_ids(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """int64 ``[T, H, W]`` of one video's ``[T, K, h, w]``: ``F.interpolate`` + argmax (the reference)."""
+    return F.interpolate(soft.float(), size=size, mode="bilinear", align_corners=False).max(dim=1).indices
+
+
+def reference(soft: torch.Tensor, true: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-video loop: resize + argmax, sklearn ARI on foreground pixels, per-object, per-slot IoU loop."""
     ari, mbo = [], []
-    for p, t in zip(pred.reshape(len(pred), -1), true.reshape(len(true), -1), strict=True):
+    for video, t in zip(soft, true.reshape(len(true), -1), strict=True):
+        p = interpolate_ids(video, true.shape[-2:]).numpy().reshape(-1)
         foreground = t > 0
         ari.append(adjusted_rand_score(t[foreground], p[foreground]))
         valid = t != IGNORE_ID
@@ -95,16 +116,9 @@ def reference(pred: np.ndarray, true: np.ndarray, slots: int) -> tuple[np.ndarra
     return np.array(ari), np.array(mbo)
 
 
-def separate(pred: torch.Tensor, true: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Video FG-ARI and mBO with the two public functions (one contingency count each)."""
-    ari, _ = video_fg_ari(pred, true, slots)
-    mbo, _ = mean_best_overlap(pred, true, slots, video=True)
-    return ari, mbo
-
-
-def shared(pred: torch.Tensor, true: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both metrics from one shared contingency count (what the callback does)."""
-    table = sample_tables(contingency(pred, true, slots), video=True)
+def whole_path(soft: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Video FG-ARI and mBO from one shared contingency table of the soft masks (what the callback does)."""
+    table = sample_tables(segmentation_contingency(soft, true), video=True)
     return fg_ari_from_contingency(table)[0], mbo_from_contingency(table)[0]
 
 
@@ -126,37 +140,49 @@ def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[fl
     return statistics.median(times), result
 
 
+def compare(kind: str, args: argparse.Namespace, device: torch.device) -> None:
+    """Print the reference loop, the ocl path and their speed-ups for ``kind`` masks (smooth or noisy)."""
+    size = (args.size, args.size)
+    g = torch.Generator().manual_seed(args.seed)
+    labels = make_labels(args.videos, args.frames, args.size, args.objects, g)
+    soft = make_soft_masks(labels, args.slots, args.mask_size, kind, g)
+    soft_device, true_device = soft.to(device), labels.to(device)
+
+    start = time.perf_counter()
+    ref_ari, ref_mbo = reference(soft, labels.numpy(), args.slots)
+    slow = time.perf_counter() - start
+    fast, (ari, mbo) = timed(lambda: whole_path(soft_device, true_device), args.repeats, device)
+    diff = max(np.abs(ari.cpu().numpy() - ref_ari).max(), np.abs(mbo.cpu().numpy() - ref_mbo).max())
+
+    flat = soft.flatten(0, 1)
+    old, old_ids = timed(lambda: interpolate_ids(flat.to(device), size), args.repeats, device)
+    new, new_ids = timed(lambda: hard_segmentation(soft_device, size), args.repeats, device)
+    identical = torch.equal(new_ids.flatten(0, 1).cpu(), old_ids.cpu())
+    print(f"[{kind} masks]")
+    print(f"  reference per-video loop (resize + sklearn + numpy, once): {slow * 1e3:9.2f} ms")
+    print(
+        f"  ocl whole path, soft masks -> FG-ARI + mBO (median of {args.repeats}): {fast * 1e3:9.2f} ms   "
+        f"speed-up {slow / fast:6.1f}x   max |score difference| {diff:.3e}"
+    )
+    print(
+        f"  resize + argmax: F.interpolate {old * 1e3:9.2f} ms, ocl hard_segmentation {new * 1e3:9.2f} ms   "
+        f"speed-up {old / new:6.1f}x   identical label maps: {identical}"
+    )
+    print(f"  mean video FG-ARI {ref_ari.mean():.4f}, mean mBO {ref_mbo.mean():.4f}")
+
+
 def main() -> None:
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    g = torch.Generator().manual_seed(args.seed)
-    labels = make_labels(args.videos, args.frames, args.size, args.objects, g)
-    soft = make_soft_masks(labels, args.slots, args.mask_size, g)
     device = torch.device(args.device)
-    pred = hard_segmentation(soft.to(device), (args.size, args.size))
-    true = labels.to(device)
     print(
-        f"{args.videos} videos x {args.frames} frames x {args.size}x{args.size}, {args.slots} slots, "
-        f"{args.objects} objects, device={device}, torch threads={torch.get_num_threads()}"
+        f"{args.videos} videos x {args.frames} frames x {args.size}x{args.size} labels, {args.slots} slots at "
+        f"{args.mask_size}x{args.mask_size}, {args.objects} objects, device={device}, "
+        f"torch threads={torch.get_num_threads()}"
     )
-
-    pred_np, true_np = pred.cpu().numpy(), labels.numpy()
-    start = time.perf_counter()
-    ref_ari, ref_mbo = reference(pred_np, true_np, args.slots)
-    slow = time.perf_counter() - start
-    print(f"reference loop (sklearn + numpy, once):   {slow * 1e3:9.2f} ms")
-
-    for name, fn in (("vectorised, separate functions", separate), ("vectorised, shared contingency", shared)):
-        fast, (ari, mbo) = timed(lambda fn=fn: fn(pred, true, args.slots), args.repeats, device)
-        diff = max(np.abs(ari.cpu().numpy() - ref_ari).max(), np.abs(mbo.cpu().numpy() - ref_mbo).max())
-        print(
-            f"{name} (median of {args.repeats}): {fast * 1e3:9.2f} ms   speed-up {slow / fast:6.1f}x   "
-            f"max |score difference| {diff:.3e}"
-        )
-    resize, _ = timed(lambda: hard_segmentation(soft.to(device), (args.size, args.size)), args.repeats, device)
-    print(f"hard_segmentation of the soft masks (not in the timings above): {resize * 1e3:9.2f} ms")
-    print(f"mean video FG-ARI {ref_ari.mean():.4f}, mean mBO {ref_mbo.mean():.4f}")
+    for kind in ("smooth", "noisy"):
+        compare(kind, args, device)
 
 
 if __name__ == "__main__":

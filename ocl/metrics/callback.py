@@ -84,7 +84,7 @@ class SegmentationMetrics(Callback):
             return
         output = outputs.get("output") if isinstance(outputs, Mapping) else None
         if not isinstance(output, ModelOutput):
-            raise ValueError(
+            raise TypeError(
                 f"SegmentationMetrics needs the {stage} step to return {{'output': ModelOutput}}, got {type(outputs)}"
             )
         masks = batch[MASKS]

@@ -1,7 +1,9 @@
 """Pieces of the evaluation protocol shared by every segmentation metric.
 
 * :func:`hard_segmentation` turns a method's soft masks into one slot id per label pixel
-  (bilinear resize to the label resolution, then argmax over slots).
+  (bilinear resize to the label resolution, then argmax over slots). On the CPU the same label
+  maps come from compiled loops that never hold the resized stack
+  (:mod:`ocl.metrics.cpu_segmentation`); on other devices from ``F.interpolate``.
 * :func:`contingency` counts pixels per (frame, predicted id, true id) with one ``bincount``.
   FG-ARI, mBO and mIoU are all computed from these tables, in both granularities:
   :func:`sample_tables` sums the frames of a video (video mode: all frames form one point
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ocl.data.batch import IGNORE_ID
+from ocl.metrics.cpu_segmentation import segment_and_count
 
 MAX_RESIZE_ELEMENTS = 1 << 22
 """Upper bound on the elements of one resized chunk (``frames * K * H * W``): 16 MB in fp32,
@@ -24,9 +27,10 @@ small enough to stay cache-friendly on CPU and to bound memory on long, large vi
 def hard_segmentation(soft_masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize soft masks to the label size and take the argmax over slots.
 
-    Frames are processed in chunks of at most :data:`MAX_RESIZE_ELEMENTS` resized elements
-    (at least one frame), so ``[B, T, K, H, W]`` is never held at once. Ties go to the lowest
-    slot index.
+    Ties go to the lowest slot index. On the CPU the compiled loops of
+    :mod:`ocl.metrics.cpu_segmentation` give the same ids without resizing every slot; elsewhere
+    frames are resized in chunks of at most :data:`MAX_RESIZE_ELEMENTS` elements (at least one
+    frame), so ``[B, T, K, H, W]`` is never held at once.
 
     Args:
         soft_masks: ``[B, T, K, h, w]`` soft masks (any float dtype; resized in fp32).
@@ -38,6 +42,8 @@ def hard_segmentation(soft_masks: torch.Tensor, size: tuple[int, int]) -> torch.
     b, t, k, h, w = soft_masks.shape
     height, width = size
     frames = soft_masks.reshape(b * t, k, h, w)
+    if soft_masks.device.type == "cpu":
+        return segment_and_count(frames, size)[0].long().reshape(b, t, height, width)
     chunk = max(1, MAX_RESIZE_ELEMENTS // (k * height * width))
     out = torch.empty(b * t, height, width, dtype=torch.int64, device=soft_masks.device)
     for start in range(0, b * t, chunk):
@@ -66,10 +72,7 @@ def contingency(pred_ids: torch.Tensor, true_ids: torch.Tensor, num_pred: int) -
         predicted ``p`` with true id ``m``.
     """
     b, t, h, w = true_ids.shape
-    lowest, highest = torch.stack(true_ids.aminmax()).tolist()
-    if lowest < IGNORE_ID:
-        raise ValueError(f"true ids must be >= IGNORE_ID ({IGNORE_ID}), got {lowest}")
-    columns = max(highest, 0) + 2  # IGNORE_ID, background, objects 1..M
+    columns = _check_true_ids(true_ids) + 2  # IGNORE_ID, background, objects 1..M
     num_bins = b * t * num_pred * columns
     index_dtype = torch.int32 if num_bins < 2**31 else torch.int64
     # bin = (frame * P + pred) * columns + true + 1, built in place. Both ids are cast first:
@@ -79,6 +82,14 @@ def contingency(pred_ids: torch.Tensor, true_ids: torch.Tensor, num_pred: int) -
     flat.add_(pred_ids.reshape(b * t, h * w).to(index_dtype), alpha=columns).add_(offset.unsqueeze(1))
     counts = torch.bincount(flat.reshape(-1), minlength=num_bins)
     return counts.reshape(b, t, num_pred, columns)[..., 1:].to(torch.float64)
+
+
+def _check_true_ids(true_ids: torch.Tensor) -> int:
+    """The largest true id ``M`` (0 if there is no object); raises if an id is below ``IGNORE_ID``."""
+    lowest, highest = torch.stack(true_ids.aminmax()).tolist()
+    if lowest < IGNORE_ID:
+        raise ValueError(f"true ids must be >= IGNORE_ID ({IGNORE_ID}), got {lowest}")
+    return max(highest, 0)
 
 
 def sample_tables(table: torch.Tensor, video: bool) -> torch.Tensor:
@@ -99,5 +110,11 @@ def segmentation_contingency(soft_masks: torch.Tensor, true_masks: torch.Tensor)
     Returns:
         float64 ``[B, T, K, M + 1]``.
     """
-    pred_ids = hard_segmentation(soft_masks.detach(), (true_masks.shape[-2], true_masks.shape[-1]))
-    return contingency(pred_ids, true_masks, soft_masks.shape[2])
+    b, t, k, h, w = soft_masks.shape
+    size = (true_masks.shape[-2], true_masks.shape[-1])
+    if soft_masks.device.type != "cpu":
+        return contingency(hard_segmentation(soft_masks.detach(), size), true_masks, k)
+    num_true = _check_true_ids(true_masks) + 1
+    frames, true_frames = soft_masks.reshape(b * t, k, h, w), true_masks.reshape(b * t, *size)
+    table = segment_and_count(frames, size, true_frames, num_true)[1]
+    return table.reshape(b, t, k, num_true).to(torch.float64)
