@@ -12,7 +12,7 @@ from golden_checks.slash import CHECKPOINT_NAMES, rename
 from torch import nn
 
 from ocl.cli import build_model
-from ocl.data.batch import POINTS
+from ocl.data.batch import POINTS, VIDEO
 from ocl.data.datamodule import SyntheticDataModule
 from ocl.data.points import PointLabels, WithPointLabels, object_centres
 from ocl.data.sampling import LabelledMixSampler
@@ -21,8 +21,10 @@ from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.modules.ark import AttentionRefiningKernel, gaussian_kernel, token_grid
 from ocl.modules.decoders import SpatialBroadcastDecoder
 from ocl.modules.encoders import CNNEncoder
+from ocl.modules.initialisers import GaussianInit
 from ocl.modules.points import PointPredictorEncoder, assign_points, match_points, stack_iterations
 from ocl.modules.slot_attention import SlotAttention
+from ocl.modules.video import VideoSlotProcessor
 
 NAN = float("nan")
 
@@ -91,8 +93,10 @@ def test_authors_wnconv_renormalises_its_stored_kernel_on_every_call():
 
 def test_wnconv_kernel_learns_and_stays_positive_with_sum_one():
     torch.manual_seed(0)
-    corrector = SlotAttention(input_dim=8, slot_dim=8, num_iterations=2, ark="wnconv", ark_learn=True)
-    before = corrector.ark.kernel(torch.float32).detach().clone()
+    corrector = SlotAttention(
+        input_dim=8, slot_dim=8, num_iterations=2, logit_refiner=AttentionRefiningKernel("wnconv", learn=True)
+    )
+    before = corrector.logit_refiner.kernel(torch.float32).detach().clone()
     optimizer = torch.optim.Adam(corrector.parameters(), lr=0.05)
     inputs, target = torch.randn(4, 36, 8), torch.randn(4, 3, 8)
     for _ in range(5):
@@ -101,18 +105,18 @@ def test_wnconv_kernel_learns_and_stays_positive_with_sum_one():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    after = corrector.ark.kernel(torch.float32).detach()
+    after = corrector.logit_refiner.kernel(torch.float32).detach()
     assert not torch.allclose(before, after)
     assert (after > 0).all() and after.sum() == pytest.approx(1.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("variant", ["gaussian", "conv"])
 def test_other_ark_variants_run_and_only_conv_learns(variant):
-    corrector = SlotAttention(input_dim=4, slot_dim=4, ark=variant)
+    corrector = SlotAttention(input_dim=4, slot_dim=4, logit_refiner=AttentionRefiningKernel(variant))
     slots, attention = corrector(torch.randn(2, 3, 4), torch.randn(2, 15, 4), grid=(3, 5))[:2]
     torch.testing.assert_close(attention.sum(dim=1), torch.ones(2, 15))
     slots.sum().backward()
-    learned = [p for p in corrector.ark.parameters()]
+    learned = [p for p in corrector.logit_refiner.parameters()]
     assert (variant == "conv") == bool(learned)
     if learned:
         assert learned[0].grad.abs().sum() > 0
@@ -120,7 +124,8 @@ def test_other_ark_variants_run_and_only_conv_learns(variant):
 
 def test_ark_needs_the_grid():
     with pytest.raises(ValueError, match="grid"):
-        SlotAttention(input_dim=4, slot_dim=4, ark="wnconv")(torch.randn(1, 2, 4), torch.randn(1, 9, 4))
+        corrector = SlotAttention(input_dim=4, slot_dim=4, logit_refiner=AttentionRefiningKernel("wnconv"))
+        corrector(torch.randn(1, 2, 4), torch.randn(1, 9, 4))
 
 
 # ----------------------------------------------------------------------------- IPPE
@@ -154,7 +159,7 @@ def test_ippe_encodes_true_points_for_matched_slots_and_predictions_otherwise():
     slots = torch.randn(2, 3, 8)
     targets = torch.full((2, 4, 2), NAN)
     targets[0, 1] = torch.tensor([0.2, -0.1])  # sample 0 labelled with one object; sample 1 unlabelled
-    updated, predicted, assigned = ippe(slots, targets)
+    updated, predicted, assigned = ippe(slots, {POINTS: targets})
     assert predicted.shape == (2, 3, 2) and predicted.abs().max() <= 0.5
     matched = int(match_points(predicted[0], targets[0])[0][0])
     expected = predicted.clone()
@@ -172,7 +177,7 @@ def test_ippe_keeps_the_first_assignment_only_when_matching_once(match_once):
     with torch.no_grad():
         ippe.predictor[-1].bias.copy_(torch.tensor([5.0, 5.0]))  # every slot predicts (0.49, 0.49)
         ippe.predictor[-1].weight.zero_()
-    assigned = ippe(slots, targets, kept).assigned
+    assigned = ippe(slots, {POINTS: targets}, kept).assigned
     if match_once:
         torch.testing.assert_close(assigned, kept)
     else:  # matched again: both slots predict the same point, so the matching is the first feasible
@@ -181,11 +186,11 @@ def test_ippe_keeps_the_first_assignment_only_when_matching_once(match_once):
 
 def test_corrector_returns_every_iterations_points_and_the_assignment():
     torch.manual_seed(0)
-    corrector = SlotAttention(8, 8, num_iterations=3, point_encoding=True, point_match_once=True)
+    corrector = SlotAttention(8, 8, num_iterations=3, slot_refiner=PointPredictorEncoder(8, match_once=True))
     targets = torch.tensor([[[0.1, 0.2], [NAN, NAN]], [[NAN, NAN], [NAN, NAN]]])
-    output = corrector(torch.randn(2, 3, 8), torch.randn(2, 5, 8), points=targets)
-    assert output.points.shape == (2, 3, 3, 2) and output.assigned_points.shape == (2, 3, 2)
-    assert (~torch.isnan(output.assigned_points[0, :, 0])).sum() == 1 and torch.isnan(output.assigned_points[1]).all()
+    output = corrector(torch.randn(2, 3, 8), torch.randn(2, 5, 8), context={POINTS: targets})
+    assert output.predictions.shape == (2, 3, 3, 2) and output.refiner_state.shape == (2, 3, 2)
+    assert (~torch.isnan(output.refiner_state[0, :, 0])).sum() == 1 and torch.isnan(output.refiner_state[1]).all()
 
 
 def test_video_points_align_frames_of_different_iteration_counts_at_the_last():
@@ -364,8 +369,8 @@ def test_slash_training_step_uses_labels_and_learns_the_kernel(tmp_path):
     total, terms = model.compute_losses(output, batch)
     assert terms["points"] > 0
     total.backward()
-    assert model.processor.corrector.ark.weight.grad.abs().sum() > 0
-    assert model.processor.corrector.points.predictor[-1].weight.grad.abs().sum() > 0
+    assert model.processor.corrector.logit_refiner.weight.grad.abs().sum() > 0
+    assert model.processor.corrector.slot_refiner.predictor[-1].weight.grad.abs().sum() > 0
 
 
 def test_slash_recipe_step_matches_points_once_and_keeps_its_kernel_out_of_training(tmp_path):
@@ -384,14 +389,16 @@ def test_slash_recipe_step_matches_points_once_and_keeps_its_kernel_out_of_train
     )
     model = build_model(cfg)
     corrector = model.processor.corrector
-    assert corrector.points.match_once and corrector.points.match_absent and not corrector.ark.learn
+    assert (
+        corrector.slot_refiner.match_once and corrector.slot_refiner.match_absent and not corrector.logit_refiner.learn
+    )
     data = SyntheticDataModule(
         train_size=16, batch_size=4, train_frames=1, resolution=16, point_labels=PointLabels(0.5, 0.5, 8, "box", True)
     )
     batch = next(iter(data.train_dataloader()))
-    kernel = corrector.ark.weight.clone()
+    kernel = corrector.logit_refiner.weight.clone()
     output = model(batch)
-    assert not torch.allclose(kernel, corrector.ark.weight)  # advanced three times in place
+    assert not torch.allclose(kernel, corrector.logit_refiner.weight)  # advanced three times in place
     total, terms = model.compute_losses(output, batch)
     assert terms["points"] > 0
     total.backward()
@@ -401,11 +408,24 @@ def test_slash_recipe_step_matches_points_once_and_keeps_its_kernel_out_of_train
 @pytest.mark.parametrize("experiment", ["savi_synthetic", "slotcurri_synthetic"])
 def test_ark_runs_inside_video_models(experiment, tmp_path):
     cfg = compose_config(
-        [f"experiment={experiment}", "model.processor.corrector.ark=wnconv", f"paths.output_dir={tmp_path}"]
+        [
+            f"experiment={experiment}",
+            "+model/ark@model.processor.corrector.logit_refiner=wnconv",
+            "model.processor.corrector.logit_refiner.learn=true",
+            f"paths.output_dir={tmp_path}",
+        ]
     )
     model = build_model(cfg)
     data = SyntheticDataModule(train_size=4, batch_size=2, train_frames=2, resolution=cfg.data.resolution)
     output = model(next(iter(data.train_dataloader())))
     assert output.slots.shape[:2] == (2, 2)
     output.masks.sum().backward()
-    assert model.processor.corrector.ark.weight.grad.abs().sum() > 0
+    assert model.processor.corrector.logit_refiner.weight.grad.abs().sum() > 0
+
+
+def test_point_labels_reach_only_a_corrector_whose_refiner_reads_them():
+    batch = {VIDEO: torch.zeros(1, 2, 3, 8, 8), POINTS: torch.zeros(1, 2, 4, 2)}
+    plain = VideoSlotProcessor(GaussianInit(3, 8), SlotAttention(8, 8))
+    with_ippe = VideoSlotProcessor(GaussianInit(3, 8), SlotAttention(8, 8, slot_refiner=PointPredictorEncoder(8)))
+    assert plain.select_context(batch) == {}
+    assert with_ippe.select_context(batch).keys() == {POINTS} and PointPredictorEncoder.context_keys == (POINTS,)

@@ -39,7 +39,9 @@ class PointSupervision(LossTerm):
 
     def forward(self, output: ModelOutput, batch: dict[str, Any]) -> torch.Tensor:
         if PREDICTED_POINTS not in output.extras:
-            raise ValueError("PointSupervision needs IPPE: set model.processor.corrector.point_encoding=true")
+            raise ValueError(
+                "PointSupervision needs IPPE: add +model/ippe@model.processor.corrector.slot_refiner=default"
+            )
         predicted = output.extras[PREDICTED_POINTS].flatten(0, 1)  # [F, I, K, 2]
         if POINTS not in batch:
             return predicted.nan_to_num().sum() * 0.0

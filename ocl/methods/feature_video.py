@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ocl.data.batch import POINTS, VIDEO
+from ocl.data.batch import VIDEO
 from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS
 from ocl.methods.base import ObjectCentricMethod
 from ocl.methods.encoder_weights import leave_out_frozen_encoder, put_back_frozen_encoder
@@ -99,7 +99,9 @@ class FeatureVideoMethod(ObjectCentricMethod):
         batch_size, num_frames = video.shape[:2]
         encoded = self.encode(video)
         tokens = self.token_mlp(encoded.features).unflatten(0, (batch_size, num_frames))
-        slots, attention, points = self.processor(tokens, encoded.grid, batch.get(POINTS), previous_slots)
+        slots, attention, points = self.processor(
+            tokens, encoded.grid, self.processor.select_context(batch), previous_slots
+        )
         decoded, masks = self.decoder(slots.flatten(0, 1))
         decoded = decoded.unflatten(0, (batch_size, num_frames))
         height, width = encoded.grid

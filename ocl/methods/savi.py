@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ocl.data.batch import POINTS, VIDEO
+from ocl.data.batch import VIDEO
 from ocl.methods.base import ObjectCentricMethod
 from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.modules.ark import token_grid
@@ -58,7 +58,7 @@ class SAVi(ObjectCentricMethod):
         frames = video.flatten(0, 1)
         features = self.encoder(frames).unflatten(0, (batch_size, num_frames))
         grid = token_grid(features.shape[2], video.shape[-2:])
-        slots, attention, points = self.processor(features, grid, batch.get(POINTS), previous_slots)
+        slots, attention, points = self.processor(features, grid, self.processor.select_context(batch), previous_slots)
         reconstruction, masks = self.decoder(slots.flatten(0, 1))
         size = reconstruction.shape[-2:]
         target = frames if frames.shape[-2:] == size else F.interpolate(frames, size=size, mode="area")

@@ -47,7 +47,7 @@ class SpatialBroadcastDecoder(nn.Module):
     ) -> None:
         super().__init__()
         ratio = output_size / broadcast_size
-        num_upsamples = int(round(math.log2(ratio))) if ratio >= 1 else -1
+        num_upsamples = round(math.log2(ratio)) if ratio >= 1 else -1
         if num_upsamples < 0 or 2**num_upsamples != ratio or num_upsamples > len(channels):
             raise ValueError(
                 f"output_size {output_size} must be broadcast_size {broadcast_size} times a power of two "

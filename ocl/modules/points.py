@@ -6,7 +6,7 @@ Points are object centres in normalised image coordinates ``(x, y)`` in ``[-0.5,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -81,6 +81,9 @@ class PointPredictorEncoder(nn.Module):
             :func:`match_points`); False: only present points are matched (ocl).
     """
 
+    context_keys = ("points",)
+    """What it reads from the corrector's per-frame context: the batch's ``points`` (``ocl.data.batch.POINTS``)."""
+
     def __init__(self, slot_dim: int, match_once: bool = False, match_absent: bool = False) -> None:
         super().__init__()
         half, quarter = slot_dim // 2, slot_dim // 4
@@ -107,11 +110,21 @@ class PointPredictorEncoder(nn.Module):
         return self.predictor(slots).sigmoid() - 0.5
 
     def forward(
-        self, slots: torch.Tensor, targets: torch.Tensor | None = None, assigned: torch.Tensor | None = None
+        self, slots: torch.Tensor, context: Mapping[str, torch.Tensor], assigned: torch.Tensor | None = None
     ) -> PointStep:
-        """``slots [B, K, d]``; ``targets [B, M, 2]`` (NaN = absent) or None; ``assigned [B, K, 2]``:
-        the previous step's assignment of this corrector call (None at its first step) ->
-        :class:`PointStep`."""
+        """One step after a slot update (the corrector's ``slot_refiner`` interface).
+
+        Args:
+            slots: ``[B, K, d]``.
+            context: the frame's context; its ``points [B, M, 2]`` (NaN = absent), if present,
+                are the ground-truth centres the slots are matched to.
+            assigned: ``[B, K, 2]`` the previous step's assignment of this corrector call (None
+                at its first step).
+
+        Returns:
+            :class:`PointStep`; its ``assigned`` is the state the next step receives.
+        """
+        targets = context.get("points")
         predicted = self.predict(slots)
         if targets is None:
             assigned = torch.full_like(predicted, float("nan")).detach()

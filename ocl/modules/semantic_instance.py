@@ -146,7 +146,7 @@ class SemanticInstanceAttention(nn.Module):
         """``inputs [B', N, D]`` and standard normal ``noise [B', S, I, d]`` -> :class:`SemanticInstanceSlots`;
         ``num_iterations`` of each stage (default: the corrector's)."""
         frames = inputs.shape[0]
-        semantic = self.corrector(self.mu.expand(frames, -1, -1), inputs, num_iterations)
+        semantic = self.corrector(self.mu.expand(frames, -1, -1), inputs, num_iterations=num_iterations)
         if self.hard_area:
             area = (semantic.logits > self.area_threshold).to(inputs.dtype)
         else:
@@ -156,7 +156,7 @@ class SemanticInstanceAttention(nn.Module):
         instance = self.corrector(
             initial.flatten(1, 2),  # [B', S*I, d]
             inputs,
-            num_iterations,
+            num_iterations=num_iterations,
             input_weights=area,
             groups=self.num_semantic,
             weights_eps=self.hard_area,

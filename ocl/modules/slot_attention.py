@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
-
-from ocl.modules.ark import AttentionRefiningKernel
-from ocl.modules.points import PointPredictorEncoder
 
 GRU_STATES = ("raw", "normalised")
 
@@ -19,19 +17,42 @@ class CorrectorOutput(NamedTuple):
     Attributes:
         slots: ``[B, K, d]`` updated slots.
         attention: ``[B, K, N]`` last iteration's softmax over slots (sums to 1 over ``K``).
-        points: ``[B, I, K, 2]`` IPPE's point predictions of each of the ``I`` iterations, or
-            None without IPPE.
+        predictions: ``[B, I, K, ...]`` the slot refiner's predictions of each of the ``I``
+            iterations (IPPE: points ``[B, I, K, 2]``), or None without a slot refiner.
         logits: ``[B, K, N]`` last iteration's attention logits (before the softmax; SMTC's
             semantic areas threshold them).
-        assigned_points: ``[B, K, 2]`` the ground-truth point IPPE encoded for each slot in the
-            last iteration (NaN where the slot encoded its prediction), or None without IPPE.
+        refiner_state: the slot refiner's state after the last iteration (IPPE: the ground-truth
+            points ``[B, K, 2]`` it encoded, NaN where a slot encoded its prediction), or None.
     """
 
     slots: torch.Tensor
     attention: torch.Tensor
-    points: torch.Tensor | None = None
+    predictions: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    assigned_points: torch.Tensor | None = None
+    refiner_state: Any = None
+
+
+class LogitRefiner(Protocol):
+    """Refines the attention logits of every iteration before the softmax (SLASH's ARK,
+    :class:`~ocl.modules.ark.AttentionRefiningKernel`)."""
+
+    def __call__(self, logits: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """``logits [B, K, N]`` over the ``grid`` ``(h, w)`` of the ``N`` tokens -> ``[B, K, N]``."""
+        ...
+
+
+class SlotRefiner(Protocol):
+    """Changes the slots after every update of an iteration and predicts something from them
+    (SLASH's IPPE, :class:`~ocl.modules.points.PointPredictorEncoder`).
+
+    ``context_keys`` name the batch entries it reads from the frame's ``context`` (the method
+    passes only those). A call returns ``(slots [B, K, d], prediction [B, K, ...], state)``; the
+    state goes to its next call within the same corrector call (None at the first).
+    """
+
+    context_keys: tuple[str, ...]
+
+    def __call__(self, slots: torch.Tensor, context: Mapping[str, torch.Tensor], state: Any) -> tuple: ...
 
 
 class SlotAttention(nn.Module):
@@ -47,10 +68,10 @@ class SlotAttention(nn.Module):
     (gradients reach the initial slots directly, BO-QSA's trick); the forward pass's
     ``input_weights`` restrict each slot group to an area of the inputs.
 
-    SLASH's options: ``ark`` smooths each slot's logits over the token grid before the softmax
-    in every iteration (:class:`~ocl.modules.ark.AttentionRefiningKernel`); ``point_encoding``
-    adds IPPE (:class:`~ocl.modules.points.PointPredictorEncoder`) right after the GRU of
-    every iteration (before the residual MLP).
+    Refiners, injected by the config (a new variant is a new module, not a new argument here):
+    ``logit_refiner`` smooths each slot's logits over the token grid before the softmax in every
+    iteration (SLASH's ARK); ``slot_refiner`` runs right after the slot update of every iteration
+    (before the residual MLP; SLASH's IPPE) and may read the frame's ``context``.
 
     Args:
         input_dim: token dimension ``D``.
@@ -59,20 +80,14 @@ class SlotAttention(nn.Module):
         mlp_hidden_dim: hidden size of the residual MLP; ``0`` disables it.
         temperature: logit scale; ``None`` means ``d ** -0.5``.
         eps: added to the attention before the renormalisation over inputs.
-        ark: ARK variant (``wnconv``, ``gaussian``, ``conv``) or None (off).
-        ark_size: ARK kernel side; ``ark_sigma``: the ``gaussian`` variant's standard deviation
-            (None: drawn on every call, the authors' code); ``ark_learn``: the ``wnconv`` kernel
-            learns (False: the authors' in-place re-normalisation, it never trains);
-            ``ark_padding``: ``zeros``, ``reflect`` or None (the variant's padding in the authors'
-            code). See :class:`~ocl.modules.ark.AttentionRefiningKernel`.
-        point_encoding: IPPE on or off; ``point_match_once``, ``point_match_absent``: how it
-            matches slots to ground-truth points (see :class:`~ocl.modules.points.PointPredictorEncoder`).
         update: ``gru`` (Locatello et al.) or ``residual`` (SMTC: ``slots + updates``).
         straight_through: before the last iteration, pass the gradient straight to the initial slots.
         qkv_bias: give the q, k and v projections biases (SMTC's code).
         gru_state: the GRU's hidden state: ``raw`` (the slots entering the iteration; Locatello
             et al.) or ``normalised`` (those slots after ``norm_slots``, the same that give the
             queries; the VideoSAUR / SlotContrast / SlotCurri code).
+        logit_refiner: a :class:`LogitRefiner` or None.
+        slot_refiner: a :class:`SlotRefiner` (an ``nn.Module``) or None.
     """
 
     def __init__(
@@ -83,18 +98,12 @@ class SlotAttention(nn.Module):
         mlp_hidden_dim: int = 0,
         temperature: float | None = None,
         eps: float = 1e-8,
-        ark: str | None = None,
-        ark_size: int = 5,
-        ark_sigma: float | None = 1.0,
-        ark_learn: bool = True,
-        ark_padding: str | None = None,
-        point_encoding: bool = False,
-        point_match_once: bool = False,
-        point_match_absent: bool = False,
         update: str = "gru",
         straight_through: bool = False,
         qkv_bias: bool = False,
         gru_state: str = "raw",
+        logit_refiner: nn.Module | None = None,
+        slot_refiner: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.norm_inputs = nn.LayerNorm(input_dim)
@@ -122,26 +131,32 @@ class SlotAttention(nn.Module):
         self.scale = temperature if temperature is not None else slot_dim**-0.5
         self.eps = eps
         self.straight_through = straight_through
-        self.ark = AttentionRefiningKernel(ark, ark_size, ark_sigma, ark_learn, ark_padding) if ark else None
-        self.points = PointPredictorEncoder(slot_dim, point_match_once, point_match_absent) if point_encoding else None
+        self.logit_refiner = logit_refiner
+        self.slot_refiner = slot_refiner
+
+    @property
+    def context_keys(self) -> tuple[str, ...]:
+        """The batch entries the refiners read from the per-frame ``context``."""
+        return tuple(getattr(self.slot_refiner, "context_keys", ()))
 
     def forward(
         self,
         slots: torch.Tensor,
-        inputs: torch.Tensor,
-        num_iterations: int | None = None,
+        features: torch.Tensor,
+        *,
         grid: tuple[int, int] | None = None,
-        points: torch.Tensor | None = None,
+        context: Mapping[str, torch.Tensor] | None = None,
+        num_iterations: int | None = None,
         input_weights: torch.Tensor | None = None,
         groups: int = 1,
         weights_eps: bool = True,
     ) -> CorrectorOutput:
-        """``slots [B, K, d]``, ``inputs [B, N, D]`` -> :class:`CorrectorOutput`.
+        """``slots [B, K, d]``, ``features [B, N, D]`` -> :class:`CorrectorOutput`.
 
-        ``grid``: the ``(h, w)`` layout of the ``N`` tokens (row-major), needed by ARK.
-        ``points``: ground-truth object centres ``[B, M, 2]`` (NaN = absent) for IPPE's weak
-        supervision; ignored without IPPE. With ``point_match_once`` the slots are matched to them
-        in the first iteration of this call.
+        ``grid``: the ``(h, w)`` layout of the ``N`` tokens (row-major), needed by a logit refiner.
+        ``context``: per-frame batch entries the slot refiner reads (:attr:`context_keys`; e.g.
+        SLASH's ground-truth ``points [B, M, 2]``, NaN = absent).
+        ``num_iterations``: this call's iterations (None: the constructor's).
         ``groups``: the ``K`` slots are ``groups`` consecutive groups of ``K / groups`` slots; the
         softmax over slots runs within each group.
         ``input_weights [B, N]`` or ``[B, groups, N]`` in [0, 1]: each input's weight in the slot
@@ -151,20 +166,21 @@ class SlotAttention(nn.Module):
         returned attention is multiplied by it too. ``weights_eps``: that renormalisation divides
         by ``sum + eps`` (SMTC's code at HEAD) or, if False, by the plain sum (its first release).
         """
-        if self.ark is not None and grid is None:
-            raise ValueError("slot attention with ARK needs the token grid (h, w): pass grid=")
+        if self.logit_refiner is not None and grid is None:
+            raise ValueError("slot attention with a logit refiner (ARK) needs the token grid (h, w): pass grid=")
+        context = context or {}
         batch, num_slots, dim = slots.shape
         if groups < 1 or num_slots % groups:
             raise ValueError(f"{num_slots} slots do not split into {groups} equal groups")
         if input_weights is not None:
             area = input_weights[:, None, None] if input_weights.ndim == 2 else input_weights[:, :, None]
-        inputs = self.norm_inputs(inputs)
+        inputs = self.norm_inputs(features)
         keys = self.to_k(inputs)
         values = self.to_v(inputs)
         attention = slots.new_zeros(batch, num_slots, inputs.shape[1])
         logits = None
         predictions: list[torch.Tensor] = []
-        assigned = None
+        refiner_state = None
         initial = slots
         iterations = num_iterations or self.num_iterations
         for iteration in range(iterations):
@@ -173,8 +189,8 @@ class SlotAttention(nn.Module):
             normalised = self.norm_slots(slots)
             queries = self.to_q(normalised)
             logits = torch.einsum("bkd,bnd->bkn", queries, keys) * self.scale
-            if self.ark is not None:
-                logits = self.ark(logits, grid)
+            if self.logit_refiner is not None:
+                logits = self.logit_refiner(logits, grid)
             attention = logits.unflatten(1, (groups, -1)).softmax(dim=2)  # [B, groups, K / groups, N]
             if input_weights is None:
                 weights = attention + self.eps
@@ -191,10 +207,10 @@ class SlotAttention(nn.Module):
             else:
                 state = normalised if self.gru_state == "normalised" else slots
                 slots = self.gru(updates.reshape(-1, dim), state.reshape(-1, dim)).reshape(batch, num_slots, dim)
-            if self.points is not None:
-                slots, predicted, assigned = self.points(slots, points, assigned)
+            if self.slot_refiner is not None:
+                slots, predicted, refiner_state = self.slot_refiner(slots, context, refiner_state)
                 predictions.append(predicted)
             if self.mlp is not None:
                 slots = slots + self.mlp(slots)
         predicted = torch.stack(predictions, dim=1) if predictions else None
-        return CorrectorOutput(slots, attention, predicted, logits, assigned)
+        return CorrectorOutput(slots, attention, predicted, logits, refiner_state)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -62,17 +62,23 @@ class VideoSlotProcessor(nn.Module):
             raise ValueError("cyclic_inference needs a predictor (it starts from the last frame's prediction)")
         self._cyclic_inference = enabled
 
+    def select_context(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The entries of ``batch`` (per frame, ``[B, T, ...]``) the corrector reads as its context
+        (its refiners' ``context_keys``), so other labels never reach the model."""
+        return {key: batch[key] for key in self.corrector.context_keys if key in batch}
+
     def forward(
         self,
         features: torch.Tensor,
         grid: tuple[int, int] | None = None,
-        points: torch.Tensor | None = None,
+        context: Mapping[str, torch.Tensor] | None = None,
         previous_slots: torch.Tensor | None = None,
     ) -> ProcessorOutput:
         """``features [B, T, N, D]`` -> :class:`ProcessorOutput`.
 
-        ``grid``: the ``(h, w)`` token layout (for ARK); ``points``: ground-truth object centres
-        ``[B, T, M, 2]`` (NaN = absent) for the corrector's IPPE, if any.
+        ``grid``: the ``(h, w)`` token layout (for a logit refiner); ``context``: per-frame batch
+        entries ``[B, T, ...]`` for the corrector (:meth:`select_context`; SLASH's ground-truth
+        points ``[B, T, M, 2]``, NaN = absent). The backward pass of cyclic inference gets none.
         ``previous_slots``: ``[B, K, d]`` slots of the frame just before ``features[:, 0]`` (the last
         frame's ``slots`` of a call on the preceding frames). The video then continues from them:
         frame 0 starts from their prediction, not from the initialiser, with the corrector's usual
@@ -80,12 +86,12 @@ class VideoSlotProcessor(nn.Module):
         """
         frames = range(features.shape[1])
         if previous_slots is None:
-            forward = self._run(self.initialiser(features.shape[0]), features, frames, grid, points)
+            forward = self._run(self.initialiser(features.shape[0]), features, frames, grid, context)
         else:
             if self.cyclic_inference and not self.training:
                 raise ValueError("cyclic inference runs backward over the whole video: it cannot continue a chunk")
             initial = previous_slots if self.predictor is None else self.predictor(previous_slots)
-            forward = self._run(initial, features, frames, grid, points, first=False)
+            forward = self._run(initial, features, frames, grid, context, first=False)
         if not (self.cyclic_inference and not self.training and len(frames) > 1):
             return forward
         backward_frames = list(reversed(frames))[1:]
@@ -104,7 +110,7 @@ class VideoSlotProcessor(nn.Module):
         features: torch.Tensor,
         frames: Sequence[int],
         grid: tuple[int, int] | None,
-        points: torch.Tensor | None,
+        context: Mapping[str, torch.Tensor] | None,
         first: bool = True,
     ) -> ProcessorOutput:
         """Correct then predict over ``frames`` in the given order, from initial ``slots [B, K, d]``;
@@ -112,16 +118,17 @@ class VideoSlotProcessor(nn.Module):
         outputs = []
         for step, t in enumerate(frames):
             iterations = self.first_frame_iterations if first and step == 0 else None
-            frame_points = None if points is None else points[:, t]
-            output = self.corrector(slots, features[:, t], iterations, grid, frame_points)
+            frame_context = {key: value[:, t] for key, value in (context or {}).items()}
+            output = self.corrector(slots, features[:, t], grid=grid, context=frame_context, num_iterations=iterations)
             outputs.append(output)
             slots = output.slots
             if self.predictor is not None and step + 1 < len(frames):
                 slots = self.predictor(slots)
         points = None
-        if outputs[0].points is not None:
+        if outputs[0].predictions is not None:
             points = VideoPoints(
-                stack_iterations([o.points for o in outputs]), torch.stack([o.assigned_points for o in outputs], dim=1)
+                stack_iterations([o.predictions for o in outputs]),
+                torch.stack([o.refiner_state for o in outputs], dim=1),
             )
         return ProcessorOutput(
             torch.stack([o.slots for o in outputs], dim=1), torch.stack([o.attention for o in outputs], dim=1), points

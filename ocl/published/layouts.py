@@ -193,12 +193,14 @@ SLASH = Layout(
         Rename("slot_attention.norm_mlp.", "processor.corrector.mlp.0."),
         Rename("slot_attention.mlp.0.", "processor.corrector.mlp.1."),
         Rename("slot_attention.mlp.2.", "processor.corrector.mlp.3."),
-        Rename("slot_attention.knconv.", "processor.corrector.ark."),  # the kernel as their last forward left it
-        Rename("slot_attention.pos_predictor.layer_norm.", "processor.corrector.points.predictor.0."),
-        Rename("slot_attention.pos_predictor.mlp.0.", "processor.corrector.points.predictor.1."),
-        Rename("slot_attention.pos_predictor.mlp.2.", "processor.corrector.points.predictor.3."),
-        Rename("slot_attention.pos_predictor.mlp.4.", "processor.corrector.points.predictor.5."),
-        Rename("slot_attention.pos_encoder.encoder.", "processor.corrector.points.encoder."),
+        Rename(
+            "slot_attention.knconv.", "processor.corrector.logit_refiner."
+        ),  # the kernel as their last forward left it
+        Rename("slot_attention.pos_predictor.layer_norm.", "processor.corrector.slot_refiner.predictor.0."),
+        Rename("slot_attention.pos_predictor.mlp.0.", "processor.corrector.slot_refiner.predictor.1."),
+        Rename("slot_attention.pos_predictor.mlp.2.", "processor.corrector.slot_refiner.predictor.3."),
+        Rename("slot_attention.pos_predictor.mlp.4.", "processor.corrector.slot_refiner.predictor.5."),
+        Rename("slot_attention.pos_encoder.encoder.", "processor.corrector.slot_refiner.encoder."),
         Rename("slot_attention.", "processor.corrector."),  # to_q, to_k, to_v, gru
     ),
     encoder=None,  # a CNN trained from scratch: everything is in the file

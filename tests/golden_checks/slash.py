@@ -36,17 +36,17 @@ SLOT_ATTENTION_NAMES = {
     "to_q": "corrector.to_q",
     "to_k": "corrector.to_k",
     "to_v": "corrector.to_v",
-    "knconv": "corrector.ark",
+    "knconv": "corrector.logit_refiner",
     "gru": "corrector.gru",
     "mlp.0": "corrector.mlp.1",
     "mlp.2": "corrector.mlp.3",
-    "pos_predictor.layer_norm": "corrector.points.predictor.0",
-    "pos_predictor.mlp.0": "corrector.points.predictor.1",
-    "pos_predictor.mlp.2": "corrector.points.predictor.3",
-    "pos_predictor.mlp.4": "corrector.points.predictor.5",
-    "pos_encoder.encoder.0": "corrector.points.encoder.0",
-    "pos_encoder.encoder.2": "corrector.points.encoder.2",
-    "pos_encoder.encoder.4": "corrector.points.encoder.4",
+    "pos_predictor.layer_norm": "corrector.slot_refiner.predictor.0",
+    "pos_predictor.mlp.0": "corrector.slot_refiner.predictor.1",
+    "pos_predictor.mlp.2": "corrector.slot_refiner.predictor.3",
+    "pos_predictor.mlp.4": "corrector.slot_refiner.predictor.5",
+    "pos_encoder.encoder.0": "corrector.slot_refiner.encoder.0",
+    "pos_encoder.encoder.2": "corrector.slot_refiner.encoder.2",
+    "pos_encoder.encoder.4": "corrector.slot_refiner.encoder.4",
 }
 """The authors' ``SlotAttention`` module names -> ocl's, under a module holding the initialiser
 and the corrector (``model.processor`` in the recipe). ``slots_sigma`` is ``sigma`` itself, ocl
@@ -139,7 +139,7 @@ def check_ark_gaussian(fixture: Fixture) -> None:
 
 def check_ippe_modules(fixture: Fixture) -> None:
     ippe = PointPredictorEncoder(64)
-    mapping = load_mapped(ippe, fixture.params(), lambda name: rename(SLOT_ATTENTION_NAMES)(name).split("points.")[1])
+    mapping = load_mapped(ippe, fixture.params(), lambda name: rename(SLOT_ATTENTION_NAMES)(name).split("slot_refiner.")[1])
     slots = fixture["input/slots"].requires_grad_(True)
     points = fixture["input/points"].requires_grad_(True)
     outputs = {"predicted_points": ippe.predict(slots), "encoded_points": ippe.encoder(points)}
@@ -161,19 +161,16 @@ def _slash_processor(fixture: Fixture) -> tuple[nn.Module, dict[str, str]]:
         64,
         num_iterations=3,
         mlp_hidden_dim=128,
-        ark="wnconv",
-        ark_learn=False,
-        point_encoding=True,
-        point_match_once=True,
-        point_match_absent=True,
         qkv_bias=True,
+        logit_refiner=AttentionRefiningKernel("wnconv", learn=False),
+        slot_refiner=PointPredictorEncoder(64, match_once=True, match_absent=True),
     )
     params = fixture.params()
     kernel = params.pop("knconv.weight")
     mapping = load_mapped(processor, params, rename(SLOT_ATTENTION_NAMES))
     with torch.no_grad():
         processor.initialiser.log_sigma.copy_((params["slots_sigma"].abs() + 1e-8).log())
-        processor.corrector.ark.weight.copy_(kernel)
+        processor.corrector.logit_refiner.weight.copy_(kernel)
     return processor, mapping
 
 
@@ -184,16 +181,16 @@ def _check_slash_train(fixture: Fixture) -> None:
     initial = fixture["input/initial_slots"].requires_grad_(True)
     targets = _points(fixture["input/pos"])
     targets[1:] = float("nan")  # batch fusion: only the first sample is labelled
-    output = corrector(initial, inputs, grid=GRID, points=targets)
+    output = corrector(initial, inputs, grid=GRID, context={"points": targets})
     expect_close(output.slots, fixture["output/train/slots"], FLOAT64, "train/slots")
     weights = output.attention + corrector.eps
     expect_close(_theirs(weights / weights.sum(-1, keepdim=True)), fixture["output/train/attn"], FLOAT64, "train/attn")
     for iteration in (1, 2, 3):
         name = f"train/pos_pred_iter{iteration}"
-        expect_close(output.points[:, iteration - 1], fixture[f"output/{name}"], FLOAT64, name)
-    assigned = output.assigned_points[:1].nan_to_num(ABSENT_COORDINATE)
+        expect_close(output.predictions[:, iteration - 1], fixture[f"output/{name}"], FLOAT64, name)
+    assigned = output.refiner_state[:1].nan_to_num(ABSENT_COORDINATE)
     expect_close(assigned, fixture["output/train/pos_gt_aranged"], FLOAT64, "train/pos_gt_aranged")
-    assert torch.isnan(output.assigned_points[1:]).all(), "unlabelled samples encode their predictions"
+    assert torch.isnan(output.refiner_state[1:]).all(), "unlabelled samples encode their predictions"
     (output.slots * fixture["input/grad_weight/train/slots"]).sum().backward()
     expect_gradients(processor, fixture, mapping, "grad/train/param/", FLOAT64)
     expect_close(inputs.grad, fixture["grad/train/input/inputs"], FLOAT64, "grad train inputs")
@@ -204,26 +201,26 @@ def _check_slash_eval(fixture: Fixture) -> None:
     processor, _ = _slash_processor(fixture)
     corrector = processor.corrector
     without_kernel = copy.deepcopy(corrector)
-    without_kernel.ark = None
+    without_kernel.logit_refiner = None
     inputs = fixture["input/inputs"].requires_grad_(True)
     initial = fixture["input/initial_slots"].requires_grad_(True)
     output = corrector(initial, inputs, grid=GRID)
     expect_close(output.slots, fixture["output/eval/slots"], FLOAT64, "eval/slots")
     for iteration in (1, 2, 3):
         name = f"eval/pos_pred_iter{iteration}"
-        expect_close(output.points[:, iteration - 1], fixture[f"output/{name}"], FLOAT64, name)
+        expect_close(output.predictions[:, iteration - 1], fixture[f"output/{name}"], FLOAT64, name)
     # The authors' per-iteration attentions: the kernel is at its fixed point (1/25), so calls of
     # 1, 2 and 3 iterations from the same slots run the same first iterations.
     with torch.no_grad():
         slots = initial
         for iteration in (1, 2, 3):
-            attention = corrector(initial, inputs, iteration, GRID).attention
+            attention = corrector(initial, inputs, grid=GRID, num_iterations=iteration).attention
             name = f"eval/attns_iter{iteration}"
             expect_close(_theirs(attention + corrector.eps), fixture[f"output/{name}"], FLOAT64, name)
-            origin = without_kernel(slots, inputs, 1).logits.softmax(dim=1) + corrector.eps
+            origin = without_kernel(slots, inputs, num_iterations=1).logits.softmax(dim=1) + corrector.eps
             name = f"eval/attns_origin_iter{iteration}"
             expect_close(_theirs(origin), fixture[f"output/{name}"], FLOAT64, name)
-            slots = corrector(initial, inputs, iteration, GRID).slots
+            slots = corrector(initial, inputs, grid=GRID, num_iterations=iteration).slots
     (output.slots * fixture["input/grad_weight/eval/slots"]).sum().backward()
     expect_close(inputs.grad, fixture["grad/eval/input/inputs"], FLOAT64, "grad eval inputs")
     expect_close(initial.grad, fixture["grad/eval/input/initial_slots"], FLOAT64, "grad eval initial_slots")
