@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from conftest import TINY, compose_config, run_cli
 from hydra.utils import instantiate
 
-from ocl.callbacks.curriculum import MEAN_NORM_EPS, SlotCurriculum, allocate_children, split_slots
+from ocl.callbacks.curriculum import SlotCurriculum
 from ocl.cli import build_model, train
 from ocl.modules.initialisers import LearnedInit
+from ocl.modules.slot_growth import MEAN_NORM_EPS, allocate_children, split_slots
 
 CURRICULUM = [
     "model.processor.initialiser._target_=ocl.modules.initialisers.LearnedInit",
@@ -199,7 +200,8 @@ def test_slotcurri_experiments_carry_the_published_recipe(tmp_path, experiment, 
     assert (cfg.trainer.gradient_clip_val, cfg.data.batch_size, cfg.data.train_clip_length) == (0.05, batch, 4)
     curriculum = instantiate(cfg.callbacks.curriculum)
     trainer = SimpleNamespace(max_steps=cfg.trainer.max_steps, fast_dev_run=False)
-    module = SimpleNamespace(processor=SimpleNamespace(initialiser=LearnedInit(stages[-1], 4)))
+    initialiser = LearnedInit(stages[-1], 4)
+    module = SimpleNamespace(slot_initialiser=lambda: initialiser)
     curriculum.setup(trainer, module, "fit")
     assert (curriculum.stages, curriculum.growth_steps) == (stages, growth_steps)
     assert (curriculum.neighbours_over_all_slots, curriculum.split_from_copy) == (True, False)  # the authors' code
@@ -215,6 +217,24 @@ def test_synthetic_experiments_keep_the_active_slots_as_the_pool(tmp_path, exper
 def test_growth_steps_need_a_step_before_each_growth_on_the_previous_stage(growth_steps):
     curriculum = SlotCurriculum(stages=[1, 2, 4], growth_steps=growth_steps)
     trainer = SimpleNamespace(max_steps=10, fast_dev_run=False)
-    module = SimpleNamespace(processor=SimpleNamespace(initialiser=LearnedInit(4, 2)))
+    initialiser = LearnedInit(4, 2)
+    module = SimpleNamespace(slot_initialiser=lambda: initialiser)
     with pytest.raises(ValueError, match="at least 2 apart"):
         curriculum.setup(trainer, module, "fit")
+
+
+def test_learned_init_grows_children_it_activates_only_when_asked():
+    torch.manual_seed(0)
+    initialiser = LearnedInit(5, 4)
+    initialiser.activate(2)
+    before = initialiser.slots.detach().clone()
+    splits = initialiser.grow(torch.tensor([0.0, 3.0]), torch.randn(2, 4, dtype=torch.float64), noise_scale=0.2)
+    assert initialiser.num_active == 2 and [(s.parent, s.children) for s in splits] == [(1, [2, 3])]
+    torch.testing.assert_close(initialiser.slots[:2], before[:2])  # parents keep their values
+    assert not torch.allclose(initialiser.slots[2:4], before[2:4]) and torch.equal(initialiser.slots[4], before[4])
+    initialiser.activate(4)
+    assert initialiser(3).shape == (3, 4, 4)
+    with pytest.raises(ValueError, match="do not fit"):
+        initialiser.grow(torch.ones(4), torch.randn(2, 4), noise_scale=0.2)
+    with pytest.raises(ValueError, match="cannot activate"):
+        initialiser.activate(6)

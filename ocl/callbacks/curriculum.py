@@ -5,7 +5,7 @@ Training starts with a few of the learned slots and grows their number at given 
 a growth step ``h``, each active slot's reconstruction error is measured; at step ``h``, before
 its forward pass, the new slots go to the parents in proportion to their error (floors first,
 the rest to the largest remainders) and each child is written as its parent plus noise
-(:func:`split_slots`), but step ``h`` still trains the old count: the children first train at
+(:func:`~ocl.modules.slot_growth.split_slots`, applied by :meth:`~ocl.modules.initialisers.LearnedInit.grow`), but step ``h`` still trains the old count: the children first train at
 step ``h + 1``, as in the authors' code. Parents keep their values and the optimiser state is
 untouched. Evaluation always uses all ``N`` slots (:class:`~ocl.modules.initialisers.LearnedInit`).
 
@@ -24,22 +24,17 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 
 from ocl.methods.output import ModelOutput
 from ocl.modules.initialisers import LearnedInit
 from ocl.utils.precision import at_least_float32
 
 log = logging.getLogger(__name__)
-
-MEAN_NORM_EPS = 1e-8
-"""Added to the mean slot norm in the noise scale (the authors' code)."""
-
 
 def per_slot_error_sums(output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum over batch and positions of e * mask_s  [K], number of (batch, position) terms)``.
@@ -58,88 +53,6 @@ def per_slot_error_sums(output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor
         raise ValueError(f"masks cover {masks.shape[-1]} positions, the reconstruction {error.shape[-1]}")
     sums = torch.einsum("btp,btkp->k", error, masks.to(error.dtype))
     return sums, torch.tensor(float(error.numel()), dtype=sums.dtype, device=sums.device)
-
-
-def allocate_children(errors: torch.Tensor, num_new: int) -> list[int]:
-    """Children per parent, proportional to ``errors [K_active]``: floors, then the largest
-    remainders (ties to the lower index). All-zero errors share equally."""
-    errors = errors.double().clamp_min(0)
-    shares = errors / errors.sum() if errors.sum() > 0 else torch.full_like(errors, 1 / errors.numel())
-    quotas = shares * num_new
-    counts = quotas.floor().long()
-    remainders = quotas - counts
-    order = sorted(range(len(counts)), key=lambda i: (-float(remainders[i]), i))
-    for index in order[: num_new - int(counts.sum())]:
-        counts[index] += 1
-    return counts.tolist()
-
-
-@dataclass
-class Split:
-    """One parent's share of a growth and the numbers of its noise scale."""
-
-    parent: int
-    children: list[int]
-    error_share: float
-    nearest: int  # the most cosine-similar other row of the pool
-    distance: float  # ||p - nearest||
-    parent_norm: float  # ||p||
-    mean_norm: float  # mean row norm of the pool, + MEAN_NORM_EPS
-    sigma: float  # noise_scale * distance * parent_norm / mean_norm: each child's distance to p
-
-
-def split_slots(
-    slots: torch.Tensor,
-    num_active: int,
-    errors: torch.Tensor,
-    noise: torch.Tensor,
-    noise_scale: float,
-    over_all: bool = True,
-    from_copy: bool = False,
-) -> list[Split]:
-    """Write one child per row of ``noise [num_new, d]`` into rows ``num_active..`` of
-    ``slots [N, d]`` (in place); -> one :class:`Split` per parent that got children.
-
-    Parents get children in proportion to ``errors [num_active]`` (:func:`allocate_children`),
-    in parent order; child ``j`` = parent + sigma * ``noise[j] / ||noise[j]||`` with
-    ``sigma = noise_scale * ||p - nn(p)|| * ||p|| / (mean row norm + 1e-8)``. ``nn(p)`` is the
-    most cosine-similar other row, chosen once per growth among all ``N`` rows (``over_all``) or
-    the active ones. Distance and mean norm read ``slots`` as it is being written (rows written
-    for earlier parents included, as the authors' code), or with ``from_copy`` the rows before
-    the growth.
-    """
-    counts = allocate_children(errors, noise.shape[0])
-    before = slots.clone()
-    pool_size = slots.shape[0] if over_all else num_active
-    similarity = F.normalize(before[:num_active], dim=-1) @ F.normalize(before[:pool_size], dim=-1).T
-    similarity[torch.arange(num_active), torch.arange(num_active)] = float("-inf")
-    nearest = similarity.argmax(dim=1).tolist()
-    source = before if from_copy else slots
-    total = float(errors.sum()) or 1.0
-    row, splits = num_active, []
-    for parent, count in enumerate(counts):
-        if not count:
-            continue
-        distance = (source[parent] - source[nearest[parent]]).norm()
-        parent_norm = source[parent].norm()
-        mean_norm = source[:pool_size].norm(dim=-1).mean() + MEAN_NORM_EPS
-        sigma = noise_scale * distance * (parent_norm / mean_norm)
-        directions = F.normalize(noise[row - num_active : row - num_active + count].to(slots), dim=-1)
-        slots[row : row + count] = source[parent] + sigma * directions
-        splits.append(
-            Split(
-                parent,
-                list(range(row, row + count)),
-                float(errors[parent]) / total,
-                nearest[parent],
-                float(distance),
-                float(parent_norm),
-                float(mean_norm),
-                float(sigma),
-            )
-        )
-        row += count
-    return splits
 
 
 class SlotCurriculum(pl.Callback):
@@ -181,7 +94,8 @@ class SlotCurriculum(pl.Callback):
 
     @staticmethod
     def initialiser(pl_module: pl.LightningModule) -> LearnedInit:
-        initialiser = getattr(getattr(pl_module, "processor", None), "initialiser", None)
+        """The method's learned initial slots (:meth:`~ocl.methods.base.ObjectCentricMethod.slot_initialiser`)."""
+        initialiser = pl_module.slot_initialiser()
         if not isinstance(initialiser, LearnedInit):
             raise TypeError(
                 "the slot curriculum needs learned initial slots: set "
@@ -210,7 +124,7 @@ class SlotCurriculum(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_step == 0:  # a fresh run; a resumed one restored num_active from its checkpoint
-            self.initialiser(pl_module).num_active = self.stages[0]
+            self.initialiser(pl_module).activate(self.stages[0])
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
         if self.pending_errors is not None:
@@ -225,7 +139,7 @@ class SlotCurriculum(pl.Callback):
         pl_module.log("curriculum/active_slots", float(initialiser.num_active), batch_size=1)
         step = trainer.global_step - 1
         if step in self.growth_steps:  # the children split off before this step train from the next
-            initialiser.num_active = self.stages[self.growth_steps.index(step) + 1]
+            initialiser.activate(self.stages[self.growth_steps.index(step) + 1])
         if (
             trainer.global_step in self.growth_steps
             and self.pending_errors is None
@@ -252,18 +166,14 @@ class SlotCurriculum(pl.Callback):
         initialiser = self.initialiser(pl_module)
         growth = self.growth_steps.index(trainer.global_step)
         num_active, target = initialiser.num_active, self._next_stage(trainer)
-        with torch.no_grad():
-            slots = initialiser.slots.detach().cpu().clone()
-            splits = split_slots(
-                slots,
-                num_active,
-                self.pending_errors,
-                self.noise(growth, target - num_active, slots.shape[1]),
-                self.noise_scale,
-                self.neighbours_over_all_slots,
-                self.split_from_copy,
-            )
-            initialiser.slots.copy_(trainer.strategy.broadcast(slots.to(initialiser.slots), src=0))
+        splits = initialiser.grow(
+            self.pending_errors,
+            self.noise(growth, target - num_active, initialiser.slots.shape[1]),
+            self.noise_scale,
+            self.neighbours_over_all_slots,
+            self.split_from_copy,
+            synchronise=lambda rows: trainer.strategy.broadcast(rows, src=0),
+        )
         self.pending_errors = None
         for split in splits:
             self.history.append({"step": trainer.global_step, **asdict(split)})

@@ -60,6 +60,15 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
         self.eval_seed = eval_seed
         self.eval_losses = eval_losses
 
+    def slot_initialiser(self) -> nn.Module | None:
+        """The module giving the first frame's initial slots (what a slot curriculum grows), or
+        None for a method without one."""
+        return None
+
+    def uses_cyclic_inference(self) -> bool:
+        """Whether evaluation runs backward over the whole video (then it cannot run in chunks)."""
+        return False
+
     @abstractmethod
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
         """Run the method on a batch (see :mod:`ocl.data.batch`)."""

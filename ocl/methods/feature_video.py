@@ -88,6 +88,12 @@ class FeatureVideoMethod(ObjectCentricMethod):
         super().on_load_checkpoint(checkpoint)
         put_back_frozen_encoder(checkpoint, self.encoder, "encoder.")
 
+    def slot_initialiser(self) -> nn.Module:
+        return self.processor.initialiser
+
+    def uses_cyclic_inference(self) -> bool:
+        return self.processor.cyclic_inference
+
     def encode(self, video: torch.Tensor) -> ViTFeatures:
         """``video [B, T, 3, H, W]`` -> frozen features of all frames (``[B*T, N, D]`` each)."""
         return self.encoder(video.flatten(0, 1))

@@ -50,6 +50,12 @@ class SAVi(ObjectCentricMethod):
         self.processor.cyclic_inference = cyclic_inference
         self.decoder = decoder
 
+    def slot_initialiser(self) -> nn.Module:
+        return self.processor.initialiser
+
+    def uses_cyclic_inference(self) -> bool:
+        return self.processor.cyclic_inference
+
     def forward(self, batch: dict[str, Any], previous_slots: torch.Tensor | None = None) -> ModelOutput:
         """``previous_slots [B, K, d]``: continue a video from the slots of the frame before this
         batch's first (see :class:`~ocl.modules.video.VideoSlotProcessor`); None starts it."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from ocl.modules.slot_growth import Split, split_slots
 
 
 class LearnedInit(nn.Module):
@@ -27,6 +30,38 @@ class LearnedInit(nn.Module):
         """-> ``[B, K_active, d]`` in training, ``[B, K, d]`` in evaluation."""
         slots = self.slots[: self.num_active] if self.training else self.slots
         return slots.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def activate(self, count: int) -> None:
+        """Train the first ``count`` rows from now on (``1 <= count <= K``)."""
+        if not 1 <= count <= self.num_slots:
+            raise ValueError(f"cannot activate {count} of {self.num_slots} slots")
+        self.num_active = count
+
+    @torch.no_grad()
+    def grow(
+        self,
+        errors: torch.Tensor,
+        noise: torch.Tensor,
+        noise_scale: float,
+        over_all: bool = True,
+        from_copy: bool = False,
+        synchronise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> list[Split]:
+        """Write one child per row of ``noise [num_new, d]`` into the rows after the active ones.
+
+        The split rule is :func:`~ocl.modules.slot_growth.split_slots` (parents chosen by
+        ``errors [num_active]``), computed on a CPU copy of the rows; ``synchronise`` maps the
+        result before it is written (e.g. a DDP broadcast from rank 0). The new rows are not
+        active yet: :meth:`activate` decides when they train. -> one
+        :class:`~ocl.modules.slot_growth.Split` per parent that got children.
+        """
+        if self.num_active + noise.shape[0] > self.num_slots:
+            raise ValueError(f"{noise.shape[0]} children do not fit after {self.num_active} of {self.num_slots} rows")
+        rows = self.slots.detach().cpu().clone()
+        splits = split_slots(rows, self.num_active, errors, noise, noise_scale, over_all, from_copy)
+        rows = rows.to(self.slots)
+        self.slots.copy_(synchronise(rows) if synchronise is not None else rows)
+        return splits
 
     def get_extra_state(self) -> dict[str, int]:
         return {"num_active": self.num_active}

@@ -89,7 +89,7 @@ def check_chunking(model: ObjectCentricMethod, num_frames: int, chunk_size: int)
             f"{type(model).__name__} cannot continue a video from previous slots (its forward takes no "
             f"previous_slots), so its {num_frames} frames cannot run in chunks of {chunk_size}: {whole}"
         )
-    if getattr(getattr(model, "processor", None), "cyclic_inference", False):
+    if model.uses_cyclic_inference():
         raise ChunkingError(
             "the model uses cyclic inference (model.cyclic_inference=true), which runs backward over the whole "
             f"video and cannot run in chunks: set model.cyclic_inference=false, or {whole}"

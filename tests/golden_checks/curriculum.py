@@ -82,7 +82,7 @@ def check_curriculum(fixture: Fixture, variant: str) -> None:
         world_size=1,
         strategy=SimpleNamespace(reduce=lambda tensor, reduce_op: tensor, broadcast=lambda obj, src: obj),
     )
-    module = SimpleNamespace(processor=SimpleNamespace(initialiser=initialiser), log=lambda *args, **kwargs: None)
+    module = SimpleNamespace(slot_initialiser=lambda: initialiser, log=lambda *args, **kwargs: None)
     curriculum.setup(trainer, module, "fit")
     assert curriculum.growth_steps == [10, 25]
     errors = {10: fixture["input/errors_growth1"], 25: fixture["input/errors_growth2"]}
