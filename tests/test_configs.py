@@ -4,6 +4,7 @@ Experiments on real datasets run on fixtures written in the published formats
 (tests/movi_fixtures.py, tests/video_fixtures.py) with random encoder weights at a tiny size.
 """
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,14 @@ def test_experiment_composes_and_builds(experiment, tmp_path):
     instantiate(cfg.data)
 
 
+def assert_validated(metrics: dict[str, float], scored: bool) -> None:
+    """The run validated: finite validation values and, where the data have masks (``scored``),
+    a video FG-ARI in [-1, 1]."""
+    assert metrics and all(math.isfinite(value) for value in metrics.values()), metrics
+    if scored:
+        assert -1.0 <= metrics["val/video_fg_ari"] <= 1.0, metrics
+
+
 @pytest.mark.parametrize("experiment", SYNTHETIC)
 def test_fast_dev_run(experiment, tmp_path):
     cfg = compose_config(
@@ -56,7 +65,7 @@ def test_fast_dev_run(experiment, tmp_path):
             f"paths.output_dir={tmp_path}",
         ]
     )
-    train(cfg)
+    assert_validated(train(cfg), scored=True)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +135,7 @@ def test_real_data_experiment_runs_on_published_format_fixtures(experiment, data
             f"paths.output_dir={tmp_path}",
         ]
     )
-    train(cfg)
+    assert_validated(train(cfg), scored="ytvos" not in experiment)  # YT-VOS has no labels (SMTC trains on frames)
 
 
 def test_default_run_is_savi_synthetic(tmp_path):
@@ -147,6 +156,7 @@ def test_default_run_is_savi_synthetic(tmp_path):
 def test_bad_override_is_a_hydra_error_before_training(override, message, tmp_path):
     result = subprocess.run(
         [sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}"],
+        check=False,
         cwd=REPO,
         capture_output=True,
         text=True,

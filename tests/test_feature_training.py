@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import timm
@@ -59,9 +60,13 @@ def test_synthetic_variant_trains_and_validates(tmp_path, experiment):
     cfg = compose_config([f"experiment={experiment}", *FEATURE_TINY, f"paths.output_dir={tmp_path}"])
     metrics = train(cfg)
     # an adjusted Rand index lies in [-1, 1]; after 4 steps it is near 0 and may be slightly negative
-    assert -1.0 <= metrics["val/video_fg_ari"] <= 1.0 and "val/mbo" in metrics
+    assert -1.0 <= metrics["val/video_fg_ari"] <= 1.0 and 0.0 <= metrics["val/mbo"] <= 1.0
+    assert math.isfinite(metrics["val/loss"])
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == cfg.trainer.max_steps
     assert any(key.startswith("encoder.") for key in checkpoint["state_dict"])  # random weights are kept
+    moments = [state["exp_avg"] for state in checkpoint["optimizer_states"][0]["state"].values()]
+    assert moments and all(torch.isfinite(m).all() for m in moments) and any(m.abs().sum() > 0 for m in moments)
 
 
 def test_pretrained_encoder_is_left_out_of_checkpoints_and_checked_on_eval(tmp_path, encoder_weights):
