@@ -3,7 +3,7 @@
 import torch
 from PIL import Image
 
-from ocl.callbacks.visualisation import render_overlay, slot_palette, write_gif
+from ocl.callbacks.visualisation import colour_slots, render_overlay, slot_boundaries, slot_palette, write_gif
 
 
 def test_overlay_layout_and_argmax_colours(tmp_path):
@@ -36,3 +36,16 @@ def test_many_slots_show_only_the_largest_panels_largest_first():
     assert frames[0, :, 8:11].min() == 255 and frames[0, :, 11].max() == 0  # first panel: slot 4
     assert frames[0, :, 15].min() == 255 and frames[0, :, 12:15].max() == 0  # second panel: slot 1
     assert render_overlay(video, masks, max_slot_panels=10).shape[2] == (6 + 2) * 4
+
+
+def test_overlay_shows_the_frame_under_the_colours_and_outlines_each_slot():
+    frames = torch.rand(2, 3, 6, 6)
+    ids = torch.zeros(2, 6, 6, dtype=torch.long)
+    ids[:, :, 3:] = 1  # two slots side by side: the boundary is column 2
+    overlay = colour_slots(frames, ids, 2, alpha=0.4)
+    palette = slot_palette(2)
+    assert slot_boundaries(ids).nonzero()[:, 2].unique().tolist() == [2]
+    torch.testing.assert_close(overlay[:, :, :, 2], palette[0].view(1, 3, 1).expand(2, 3, 6))  # outline, opaque
+    torch.testing.assert_close(overlay[:, :, :, 4], 0.6 * frames[:, :, :, 4] + 0.4 * palette[1].view(1, 3, 1))
+    other = colour_slots(torch.rand(2, 3, 6, 6), ids, 2, alpha=0.4)
+    assert not torch.allclose(overlay[:, :, :, :2], other[:, :, :, :2])  # the video shows through

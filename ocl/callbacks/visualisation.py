@@ -21,8 +21,23 @@ def slot_palette(num_slots: int) -> torch.Tensor:
     return 1.0 - torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0) * 0.85
 
 
-def colour_slots(frames: torch.Tensor, slot_ids: torch.Tensor, num_slots: int, alpha: float = 0.5) -> torch.Tensor:
-    """Blend every pixel with its slot's colour: ``(1 - alpha) * frame + alpha * slot_palette(num_slots)[id]``.
+def slot_boundaries(slot_ids: torch.Tensor) -> torch.Tensor:
+    """bool ``[..., H, W]``: pixels whose slot differs from the slot of the pixel to their right or below.
+
+    Args:
+        slot_ids: integer ``[..., H, W]``.
+    """
+    edges = torch.zeros_like(slot_ids, dtype=torch.bool)
+    edges[..., :, :-1] |= slot_ids[..., :, 1:] != slot_ids[..., :, :-1]
+    edges[..., :-1, :] |= slot_ids[..., 1:, :] != slot_ids[..., :-1, :]
+    return edges
+
+
+def colour_slots(
+    frames: torch.Tensor, slot_ids: torch.Tensor, num_slots: int, alpha: float = 0.5, boundaries: bool = True
+) -> torch.Tensor:
+    """Show the frames under their slots' colours: ``(1 - alpha) * frame + alpha * slot_palette(num_slots)[id]``,
+    and, with ``boundaries``, each slot's outline (:func:`slot_boundaries`) in its colour, opaque.
 
     Args:
         frames: float ``[..., 3, H, W]`` in [0, 1].
@@ -30,14 +45,18 @@ def colour_slots(frames: torch.Tensor, slot_ids: torch.Tensor, num_slots: int, a
     Returns:
         float ``[..., 3, H, W]``.
     """
-    colours = slot_palette(num_slots).to(frames.device)[slot_ids]  # [..., H, W, 3]
-    return (1 - alpha) * frames + alpha * colours.movedim(-1, -3)
+    colours = slot_palette(num_slots).to(frames.device)[slot_ids].movedim(-1, -3)  # [..., 3, H, W]
+    blended = (1 - alpha) * frames + alpha * colours
+    if not boundaries:
+        return blended
+    return torch.where(slot_boundaries(slot_ids).unsqueeze(-3), colours, blended)
 
 
 def render_overlay(
     video: torch.Tensor, masks: torch.Tensor, alpha: float = 0.5, max_slot_panels: int | None = None
 ) -> torch.Tensor:
-    """Panels per frame: input | argmax overlay | each slot's soft mask times the frame.
+    """Panels per frame: input | argmax overlay (the frame under the slot colours, outlines drawn;
+    :func:`colour_slots`) | each slot's soft mask times the frame.
 
     Args:
         video: ``[B, T, 3, H, W]`` in [0, 1].
