@@ -197,8 +197,11 @@ def test_png_that_is_not_a_palette_image(davis):
         load_everything(make_module(davis))
 
 
-def test_davis_adds_j_and_f_to_the_metrics(davis):
+def test_davis_adds_j_and_f_to_the_metrics():
     from ocl.metrics.jandf import JAndF
 
-    metrics = DavisDataModule(str(davis.root)).extra_metrics()
-    assert list(metrics) == ["j_and_f"] and isinstance(metrics["j_and_f"], JAndF)
+    default = compose_config(["paths.output_dir=/unused"]).metrics
+    metrics = instantiate(compose_config(["data=davis2017", "paths.output_dir=/unused"]).metrics)
+    assert list(metrics) == [*default, "j_and_f"] and isinstance(metrics["j_and_f"], JAndF)
+    smtc = compose_config(["experiment=smtc_synthetic", "data=davis2017", "paths.output_dir=/unused"]).metrics
+    assert list(smtc) == [*default, "j_and_f", "semantic_stability", "semantic_video_fg_ari"]

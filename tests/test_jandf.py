@@ -357,11 +357,11 @@ def test_metric_equals_function_over_two_batches() -> None:
 
 
 def test_metrics_callback_logs_j_and_f() -> None:
-    """A data module's ``extra_metrics`` (DAVIS: J&F) are logged by the callback with J and F apart."""
+    """J&F (DAVIS's protocol) is logged by the callback with J and F apart."""
     import lightning.pytorch as pl
 
     from ocl.methods.output import ModelOutput
-    from ocl.metrics import SegmentationMetrics
+    from ocl.metrics import MetricsCallback
 
     rng = np.random.default_rng(7)
     generator = torch.Generator().manual_seed(1)
@@ -382,15 +382,12 @@ def test_metrics_callback_logs_j_and_f() -> None:
         def val_dataloader(self) -> torch.utils.data.DataLoader:
             return torch.utils.data.DataLoader(batches, batch_size=None)
 
-        def extra_metrics(self) -> dict:
-            return {"j_and_f": JAndF()}
-
     trainer = pl.Trainer(
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[SegmentationMetrics({})],
+        callbacks=[MetricsCallback({"j_and_f": JAndF()})],
     )
     logged = trainer.validate(Module(), datamodule=DataModule(), verbose=False)[0]
     expected = JAndF()

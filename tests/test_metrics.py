@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import compose_config
+from hydra.utils import instantiate
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
@@ -17,7 +19,7 @@ from ocl.metrics import (
     FrameFGARI,
     MeanBestOverlap,
     MeanIoU,
-    SegmentationMetrics,
+    MetricsCallback,
     VideoFGARI,
     contingency,
     frame_fg_ari,
@@ -321,7 +323,7 @@ def test_callback_logs_val_and_test_metrics() -> None:
         def test_step(self, batch: dict, batch_idx: int) -> dict:
             return self._step(batch)
 
-    callback = SegmentationMetrics()
+    callback = MetricsCallback(instantiate(compose_config(["paths.output_dir=/unused"]).metrics))
     trainer = pl.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[callback]
     )

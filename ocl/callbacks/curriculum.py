@@ -36,6 +36,7 @@ from ocl.utils.precision import at_least_float32
 
 log = logging.getLogger(__name__)
 
+
 def per_slot_error_sums(output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum over batch and positions of e * mask_s  [K], number of (batch, position) terms)``.
 

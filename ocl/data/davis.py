@@ -31,14 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torchmetrics import Metric
 
 from ocl.data.batch import IGNORE_ID
 from ocl.data.clips import VideoSource
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
 from ocl.data.images import list_stems, read_palette_indices, read_rgb
-from ocl.metrics.jandf import JAndF
 
 RESOLUTIONS = ("480p", "Full-Resolution")
 SPLITS = ("train", "val")
@@ -185,7 +183,3 @@ class DavisDataModule(StoredVideoDataModule):
 
     def open_source(self, split: str) -> DavisSource:
         return DavisSource(self.root, "val" if split == "test" else split, self.resolution, self.annotations)
-
-    def extra_metrics(self) -> dict[str, Metric]:
-        """J&F (DAVIS protocol, slots matched to objects) besides the default metrics."""
-        return {"j_and_f": JAndF()}

@@ -17,7 +17,7 @@ ViT, so AdamW's state for it starts when it starts training).
 
 Output: ``masks [B, T, S*I, h, w]`` are the instance masks (what SMTC's object discovery scores),
 ``slots [B, T, S*I, d]`` the instance slots, ``extras["semantic_masks"] [B, T, S, h, w]`` the
-semantic masks (scored by the extra metrics of :meth:`SMTC.extra_metrics`).
+semantic masks (scored by ``configs/metrics/method/smtc.yaml``).
 """
 
 from __future__ import annotations
@@ -28,14 +28,12 @@ from typing import Any
 
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
-from torchmetrics import Metric
 
 from ocl.data.batch import VIDEO
 from ocl.losses.smtc import INSTANCE_EMBEDDINGS, INSTANCE_SLOTS, SEMANTIC_LOGITS, SEMANTIC_SLOTS, TEACHER, TEACHER_KEYS
 from ocl.methods.base import ObjectCentricMethod
 from ocl.methods.encoder_weights import leave_out_frozen_encoder, put_back_frozen_encoder
 from ocl.methods.output import ModelOutput
-from ocl.metrics.classes import LabelStability, VideoFGARI
 from ocl.modules.augment import PhotometricAugmentation
 from ocl.modules.ema import ExponentialMovingAverage
 from ocl.modules.semantic_instance import SemanticInstanceHead, SemanticInstanceOutput
@@ -205,14 +203,6 @@ class SMTC(ObjectCentricMethod):
         finally:
             for group, lr in zip(frozen, scheduled, strict=True):
                 group["lr"] = lr
-
-    def extra_metrics(self) -> dict[str, Metric]:
-        """Scores of the semantic masks besides the default ones of the instance masks:
-        ``semantic_stability`` (:class:`~ocl.metrics.classes.LabelStability`) and ``semantic_video_fg_ari``."""
-        return {
-            "semantic_stability": LabelStability(mask_source=SEMANTIC_MASKS),
-            "semantic_video_fg_ari": VideoFGARI(mask_source=SEMANTIC_MASKS),
-        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

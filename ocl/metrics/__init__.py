@@ -1,7 +1,7 @@
 """Segmentation metrics under one evaluation protocol: FG-ARI, mBO and mIoU (video or frame)."""
 
 from ocl.metrics.ari import fg_ari_from_contingency, frame_fg_ari, video_fg_ari
-from ocl.metrics.callback import SegmentationMetrics, default_metrics
+from ocl.metrics.callback import MetricsCallback
 from ocl.metrics.classes import FrameFGARI, MeanBestOverlap, MeanIoU, SegmentationMetric, VideoFGARI
 from ocl.metrics.overlap import (
     iou_from_contingency,
@@ -16,11 +16,10 @@ __all__ = [
     "FrameFGARI",
     "MeanBestOverlap",
     "MeanIoU",
+    "MetricsCallback",
     "SegmentationMetric",
-    "SegmentationMetrics",
     "VideoFGARI",
     "contingency",
-    "default_metrics",
     "fg_ari_from_contingency",
     "frame_fg_ari",
     "hard_segmentation",

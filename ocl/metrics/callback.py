@@ -17,32 +17,13 @@ from torchmetrics import Metric
 
 from ocl.data.batch import MASKS
 from ocl.methods.output import ModelOutput
-from ocl.metrics.classes import (
-    FrameFGARI,
-    MeanBestOverlap,
-    MeanIoU,
-    ObjectFragmentation,
-    SegmentationMetric,
-    VideoFGARI,
-)
+from ocl.metrics.classes import SegmentationMetric
 from ocl.metrics.protocol import segmentation_contingency
 
 STAGES = ("val", "test")
 
 
-def default_metrics() -> dict[str, Metric]:
-    """The metrics logged when none are configured: video/frame FG-ARI, mBO, mIoU and slots per
-    object (video mode)."""
-    return {
-        "video_fg_ari": VideoFGARI(),
-        "frame_fg_ari": FrameFGARI(),
-        "mbo": MeanBestOverlap(),
-        "miou": MeanIoU(),
-        "slots_per_object": ObjectFragmentation(),
-    }
-
-
-class SegmentationMetrics(Callback):
+class MetricsCallback(Callback):
     """Accumulate segmentation metrics per epoch and log ``{stage}/{name}``.
 
     Also logs ``{stage}/{name}_skipped``: samples with nothing to score (e.g. no foreground).
@@ -52,27 +33,19 @@ class SegmentationMetrics(Callback):
     reset at every epoch start. Values are synchronised across DDP ranks by torchmetrics'
     ``compute``, hence ``sync_dist=False`` when logging.
 
-    A data module may add the metrics of its dataset's protocol with an ``extra_metrics()``
-    method (name -> metric; DAVIS adds J&F), and so may a method (SMTC scores its semantic masks).
+    The metrics are declared in config (``configs/metrics/``: the defaults, the data set's
+    protocol, e.g. DAVIS's J&F, and the method's other masks, e.g. SMTC's semantic masks).
     A metric whose ``mask_source`` is set (:class:`~ocl.metrics.classes.SegmentationMetric`)
     scores ``output.extras[mask_source]`` (same layout as ``output.masks``) instead of ``output.masks``. A metric with ``compute_all()`` logs each of
     its entries as ``{stage}/{key}``; one with ``skipped()`` also logs ``{stage}/{name}_skipped``.
 
     Args:
         metrics: name -> metric whose ``update(soft_masks [B, T, K, h, w], masks [B, T, H, W])``
-            scores a batch (copied per stage); ``None`` uses :func:`default_metrics`.
+            scores a batch (copied per stage).
     """
 
-    def __init__(self, metrics: Mapping[str, Metric] | None = None) -> None:
-        template = default_metrics() if metrics is None else dict(metrics.items())
-        self.stage_metrics = {stage: {name: copy.deepcopy(m) for name, m in template.items()} for stage in STAGES}
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        for owner in (trainer.datamodule, pl_module):
-            extra_metrics = getattr(owner, "extra_metrics", None)
-            for name, metric in (extra_metrics() if extra_metrics else {}).items():
-                for metrics in self.stage_metrics.values():
-                    metrics.setdefault(name, copy.deepcopy(metric))
+    def __init__(self, metrics: Mapping[str, Metric]) -> None:
+        self.stage_metrics = {stage: {name: copy.deepcopy(m) for name, m in metrics.items()} for stage in STAGES}
 
     def _start(self, stage: str, pl_module: LightningModule) -> None:
         for metric in self.stage_metrics[stage].values():
@@ -85,7 +58,7 @@ class SegmentationMetrics(Callback):
         output = outputs.get("output") if isinstance(outputs, Mapping) else None
         if not isinstance(output, ModelOutput):
             raise TypeError(
-                f"SegmentationMetrics needs the {stage} step to return {{'output': ModelOutput}}, got {type(outputs)}"
+                f"MetricsCallback needs the {stage} step to return {{'output': ModelOutput}}, got {type(outputs)}"
             )
         masks = batch[MASKS]
         tables: dict[str | None, torch.Tensor] = {}  # one resize + count per mask source, shared

@@ -3,18 +3,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torchmetrics import Metric
 
 from ocl.cli import build_datamodule
 from ocl.data.batch import MASKS, META, VIDEO
 from ocl.data.transforms import VideoTransform
 from ocl.data.video_files import VideoFileSource
-from ocl.metrics.callback import default_metrics
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,19 @@ def file_clip(path: str | Path, transform: VideoTransform, max_frames: int | Non
     return Clip(source.video_id(0), video)
 
 
-def clip_metrics(soft_masks: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """The clip's scores by the metric classes ``eval.py`` logs (:func:`~ocl.metrics.callback.default_metrics`:
-    video and frame FG-ARI, mBO, mIoU, slots per object).
+def clip_metrics(soft_masks: torch.Tensor, labels: torch.Tensor, metrics: Mapping[str, Metric]) -> dict[str, float]:
+    """The clip's scores by ``metrics`` (``instantiate(cfg.metrics)``: what ``eval.py`` logs).
 
     Args:
         soft_masks: ``[T, K, h, w]`` the model's soft masks of the clip.
         labels: int64 ``[T, H, W]`` its instance labels.
+        metrics: name -> metric (fresh instances; updated here).
 
     Returns:
         name -> score; NaN where the clip has nothing to score (e.g. no foreground object).
     """
     scores = {}
-    for name, metric in default_metrics().items():
+    for name, metric in metrics.items():
         metric.update(soft_masks.unsqueeze(0), labels.unsqueeze(0))
         scores[name] = float(metric.compute())
     return scores

@@ -139,7 +139,9 @@ def check_ark_gaussian(fixture: Fixture) -> None:
 
 def check_ippe_modules(fixture: Fixture) -> None:
     ippe = PointPredictorEncoder(64)
-    mapping = load_mapped(ippe, fixture.params(), lambda name: rename(SLOT_ATTENTION_NAMES)(name).split("slot_refiner.")[1])
+    mapping = load_mapped(
+        ippe, fixture.params(), lambda name: rename(SLOT_ATTENTION_NAMES)(name).split("slot_refiner.")[1]
+    )
     slots = fixture["input/slots"].requires_grad_(True)
     points = fixture["input/points"].requires_grad_(True)
     outputs = {"predicted_points": ippe.predict(slots), "encoded_points": ippe.encoder(points)}
