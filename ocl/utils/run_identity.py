@@ -4,11 +4,12 @@
 group, tags and config (``run``), so runs compare by method x dataset x seed on a dashboard and
 ``scripts/compare_runs.py`` reads local folders without W&B.
 
-Where the names come from (no experiment file sets them):
+Where the names come from (no experiment file writes them out):
 
 - dataset: Hydra's choice of the ``data`` config group (``movi_c``, ``ytvis2021``, ``synthetic``, ...).
-- method: the experiment name without its dataset suffix (``slotcurri_movi`` on ``movi_c`` ->
-  ``slotcurri``; ``cycle_slot_attention_synthetic`` -> ``cycle_slot_attention``). The suffix must be
+- method: Hydra's choice of the ``method`` group where an experiment composes one
+  (``configs/method/slotcurri.yaml``), else the experiment name without its dataset suffix
+  (``cycle_slot_attention_synthetic`` -> ``cycle_slot_attention``). The suffix must be
   the dataset's name or its leading letters (``movi`` for ``movi_c``, ``ytvis`` for ``ytvis2021``).
   A name without such a suffix (``name=my_ablation``, or ``savi_synthetic`` run with ``data=movi_c``)
   gets Hydra's choice of the ``model`` group (``savi``).
@@ -141,7 +142,7 @@ def describe_run(
         choices = runtime_choices if choices is None else choices
         overrides = runtime_overrides if overrides is None else overrides
     dataset = choices.get("data")
-    method = method_name(experiment, dataset, choices.get("model")) if dataset else None
+    method = choices.get("method") or (method_name(experiment, dataset, choices.get("model")) if dataset else None)
     commit, dirty = git_state()
     return RunIdentity(
         experiment=experiment,
