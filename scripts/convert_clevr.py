@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ocl.data.clevr import TRAIN_SIZE, VAL_SIZE, convert_clevr
+from ocl.data.clevr_convert import TRAIN_SIZE, VAL_SIZE, convert_clevr
 from ocl.data.errors import DataError
 
 

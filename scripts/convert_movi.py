@@ -21,7 +21,8 @@ import argparse
 import sys
 
 from ocl.data.errors import DataError
-from ocl.data.movi import PUBLISHED_RESOLUTIONS, TFDS_SPLITS, VARIANTS, convert_movi
+from ocl.data.movi import PUBLISHED_RESOLUTIONS, TFDS_SPLITS, VARIANTS
+from ocl.data.movi_convert import convert_movi
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from ocl.data.tfrecord import encode_example, write_records
+from tfrecord_writer import encode_example, write_records
 
 HEIGHT, WIDTH, ENTITIES = 240, 320, 11
 

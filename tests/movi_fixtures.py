@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from ocl.data.tfrecord import encode_example, write_records
+from tfrecord_writer import encode_example, write_records
 
 TFDS_NAMES = {"train": "train", "val": "validation", "test": "test"}
 

@@ -22,12 +22,14 @@ from clevr_fixtures import ENTITIES, HEIGHT, WIDTH, box, pixel_coords, write_cle
 from conftest import REPO, compose_config
 from hydra.utils import instantiate
 from PIL import Image
+from tfrecord_writer import encode_example, frame_record, write_records
 
 from ocl.data.batch import validate_batch
-from ocl.data.clevr import MANIFEST, ClevrDataModule, ClevrSource, convert_clevr
+from ocl.data.clevr import MANIFEST, ClevrDataModule, ClevrSource
+from ocl.data.clevr_convert import convert_clevr
 from ocl.data.clevrtex import ClevrTexDataModule, ClevrTexSource
 from ocl.data.errors import DataError
-from ocl.data.tfrecord import Record, encode_example, frame_record, iter_records, parse_byte_arrays, write_records
+from ocl.data.tfrecord import Record, iter_records, parse_byte_arrays
 
 OBJECTS = [3, 7, 6, 4, 5]
 """Objects in each CLEVR fixture record; with train_size=2, val_size=1: records 0-1 train, 2 val, 3-4 test."""

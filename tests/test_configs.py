@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 from video_fixtures import write_ytvis, write_ytvos_train
 
 from ocl.cli import build_model, train
-from ocl.data.clevr import convert_clevr
-from ocl.data.movi import convert_movi
+from ocl.data.clevr_convert import convert_clevr
+from ocl.data.movi_convert import convert_movi
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 SYNTHETIC = [name for name in EXPERIMENTS if name.endswith("_synthetic")]

@@ -20,7 +20,7 @@ from movi_fixtures import write_movi_tfds
 from timm.layers import resample_abs_pos_embed
 
 from ocl.cli import build_model
-from ocl.data.movi import convert_movi
+from ocl.data.movi_convert import convert_movi
 from ocl.methods.encoder_weights import FINGERPRINT_KEY
 from ocl.modules.vit import ViTEncoder
 from ocl.predict.model import compose_run_config, load_trained_model

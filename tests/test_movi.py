@@ -14,19 +14,13 @@ import torch
 from conftest import REPO, compose_config
 from hydra.utils import instantiate
 from movi_fixtures import FixtureVideo, movi_example, random_video, write_movi_tfds
+from tfrecord_writer import encode_example, frame_record, write_records
 
 from ocl.data.batch import validate_batch
 from ocl.data.errors import DataError
-from ocl.data.movi import MANIFEST, MoviDataModule, MoviSource, convert_movi
-from ocl.data.tfrecord import (
-    Record,
-    crc32c_python,
-    encode_example,
-    frame_record,
-    iter_records,
-    parse_example,
-    write_records,
-)
+from ocl.data.movi import MANIFEST, MoviDataModule, MoviSource
+from ocl.data.movi_convert import convert_movi
+from ocl.data.tfrecord import Record, crc32c_python, iter_records, parse_example
 from ocl.data.transforms import VideoTransform
 
 SIZE, FRAMES = 32, 5
