@@ -13,20 +13,22 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from ocl.cli import UsageError, evaluate
+    from ocl.build import UsageError
+    from ocl.cli import evaluate
     from ocl.data.errors import DataError, user_message
     from ocl.data.sampling import ShardingError
+    from ocl.utils.config_values import ConfigValueError
 
     try:
         evaluate(cfg)
     except DataError as error:
         raise SystemExit(user_message(error)) from None
-    except (UsageError, ShardingError) as error:
+    except (UsageError, ShardingError, ConfigValueError) as error:
         raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":
-    from ocl.cli import with_training_overrides
+    from ocl.build import with_training_overrides
 
     sys.argv = with_training_overrides(sys.argv)
     main()

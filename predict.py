@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from ocl.cli import UsageError
+    from ocl.build import UsageError
     from ocl.data.errors import DataError, user_message
     from ocl.predict.video import run_prediction
 
@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from ocl.cli import with_training_overrides
+    from ocl.build import with_training_overrides
 
     sys.argv = with_training_overrides(sys.argv)
     main()

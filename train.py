@@ -12,6 +12,9 @@ def main(cfg: DictConfig) -> float | None:
     from ocl.cli import train
     from ocl.data.errors import DataError, user_message
     from ocl.data.sampling import ShardingError
+    from ocl.methods.base import NonFiniteLossError
+    from ocl.utils.checkpoints import CheckpointError
+    from ocl.utils.config_values import ConfigValueError
 
     try:
         metrics = train(cfg, list(HydraConfig.get().overrides.task))
@@ -19,7 +22,7 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(user_message(error)) from None
     except RunPreempted as stop:
         raise SystemExit(str(stop)) from None
-    except ShardingError as error:
+    except (ShardingError, CheckpointError, ConfigValueError, NonFiniteLossError) as error:
         raise SystemExit(f"error: {error}") from None
     return metrics.get("val/video_fg_ari")
 

@@ -1,30 +1,38 @@
-"""Data-loading throughput: each data module's training loader vs the clips/s a training step consumes.
+"""Data-loading throughput per worker process, projected to a GPU node, against each recipe's demand.
 
 No dataset is needed: stand-ins of realistic size are written first (under ``--workdir`` or the
 system's temporary folder, deleted at the end), in each dataset's published format:
 
-- ``movi_c``: TFDS records at the published 128x128, 24 frames (``tests/movi_fixtures.py``; noise
-  frames, so the converted files hardly compress), converted with :func:`ocl.data.movi.convert_movi`;
-- ``ytvis2021``: 720x1280 JPEGs (quality 90) and ``train/instances.json`` with compressed RLE masks;
+- ``movi_c``: TFDS records at the published 128x128, 24 frames (``tests/movi_fixtures.py``, the
+  one writer still shared with the tests; noise frames, so the converted files hardly compress),
+  converted with :func:`ocl.data.movi_convert.convert_movi`;
+- ``ytvis2021``: 720x1280 JPEGs (quality 90), ``--frames`` per video, and ``train/instances.json``
+  with compressed RLE masks;
+- ``ytvos``: the same kind of 720x1280 JPEG videos in YouTube-VOS's ``JPEGImages/<video>/`` layout;
 - ``davis2017``: 480x854 JPEGs and palette PNG annotations;
 - ``video_files``: 480x854 h264 mp4s (30 fps, 4:2:0, B-frames, a keyframe every 2 s, CRF 20);
 - ``synthetic``: the embedded procedural videos (generated on first access, not cached yet).
 
-For each data module at the config of an experiment (``data.num_workers=2``, ``--batch-size``,
-random encoder weights) it times the training loader (``train_dataloader()``, as a trainer with
-``max_steps`` gets it) after one warm-up batch per worker, and training steps (forward, loss,
-backward, clipping, optimiser and schedule step: ``bench_train_step.hand_written``) on clips of
-the loader's first batch, in fp32 on this CPU at the fastest of ``--threads`` torch thread counts.
-The loader should deliver at least 3x the clips/s the step consumes. It also times the two
-stages of a loader item in this process on one thread (``read``: decoding; ``transform``:
-resize/crop to the encoder's size), and decord against PyAV on the same mp4: random 4-frame
-clips and whole videos read in order.
+For each case (a data module at the config of an experiment, or at its own defaults) it times
+the training loader (``train_dataloader()``, as a trainer with ``max_steps`` gets it, batches of
+``--batch-size``) twice: in this process (``data.num_workers=0``, one torch thread: the work of
+one worker process) and with ``--workers`` worker processes; and the two stages of a loader item
+on one thread (``read``: decoding; ``transform``: resize/crop). The rate of one worker times
+``--project-workers`` (14: a 16-core GPU node) is the projection, compared with 3x the clips/s
+that the recipe's training step consumes in bf16 on one H200 (:data:`DEMAND`, measured by
+``scripts/bench_experiments.py``, issue 14). ``--variants`` adds, where they apply, the loader
+settings before the GPU-feeding options (``legacy``: training masks read, float32 frames between
+processes) and reduced JPEG decoding (``reduced``); ``--baseline DIR`` (a checkout of earlier code)
+also times one worker of each case with that code and its configs, in subprocesses, alternating
+with the current code over ``--loader-rounds`` (one worker's rates are medians of those rounds).
+It ends with decord against PyAV on the same mp4: random 4-frame clips and whole videos read in order.
 
-    python scripts/bench_data.py [--videos 16] [--only movi_c ytvis2021 ...] [--workdir DIR]
-    python scripts/bench_data.py --quick    # tiny data and models: a smoke test (~10 s)
+    python scripts/bench_data.py [--only ytvis2021 ytvos ...] [--workers 2] [--workdir DIR]
+    git worktree add /tmp/before <commit> && python scripts/bench_data.py --baseline /tmp/before
+    python scripts/bench_data.py --quick    # tiny data: a smoke test (~15 s)
 
-The step demand measured here is a CPU's: a GPU steps far faster, so the ratios printed are
-not those of a GPU run (which are not measured here).
+The projection assumes the workers scale linearly up to ``--project-workers`` (one free core
+each); it is measured only for ``--workers`` <= the CPUs present.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,31 +59,42 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the dataset writers of the test fixtures
-
-from bench_train_step import hand_written  # scripts/, this file's folder, is on sys.path
-from movi_fixtures import write_movi_tfds
-from video_fixtures import compressed_rle, write_palette_png
+from pycocotools import mask as mask_utils
 
 from ocl.data.clips import ClipDataset
 from ocl.data.datamodule import VideoDataModule
-from ocl.data.movi import convert_movi
+from ocl.data.images import write_palette_png
+from ocl.data.movi_convert import convert_movi
 from ocl.data.video_files import read_clip, read_clip_pyav
 
-DATASETS = ("synthetic", "movi_c", "ytvis2021", "davis2017", "video_files")
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = ("synthetic", "movi_c", "ytvis2021", "ytvos", "davis2017", "video_files")
 DECODERS = "decoders"
 TARGET = 3.0
 """Loader clips/s over step clips/s that the issue asks for."""
-RANDOM_ENCODER = "model.encoder.weights=random"
-TINY_FEATURE_MODEL = ("model/encoder=vit_synthetic", "model.encoder.image_size=32", "model.decoder.hidden_dims=[32]")
-"""``--quick``: the DINO-feature configs with a tiny ViT at 32x32 and a tiny decoder."""
+DEMAND = {
+    "videosaur_movi_c": 373.0,
+    "slotcontrast_movi_c": 388.0,
+    "slotcurri_movi": 310.0,
+    "slotcontrast_ytvis": 123.0,
+    "slotcurri_ytvis": 89.0,
+    "smtc_ytvos": 690.0,
+    "slash_movi": 741.0,
+}
+"""Clips/s a recipe's bf16 training step consumes on one H200 (issue 14, ``scripts/bench_experiments.py``)."""
+PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128] + [0, 0, 0] * 250 + [224, 224, 192]
+"""A DAVIS-like palette for the annotation PNGs (index 255: void)."""
+VARIANTS = {
+    "config": (),
+    "legacy": ("data.train_masks=true", "data.uint8_transfer=false"),
+    "reduced": ("data.train_transform.reduced_decoding=true",),
+}
+"""Loader settings measured (``--variants``): the config as it is, the settings before the GPU-feeding
+options, and reduced JPEG decoding."""
 QUICK = {
     "videos": 3,
-    "frames": 5,
+    "frames": 14,
     "movi_resolution": 32,
     "ytvis_size": "72x128",
     "davis_size": "48x86",
@@ -86,25 +106,27 @@ QUICK = {
     "passes": 1,
     "rounds": 1,
     "profile_clips": 2,
-    "threads": [1],
+    "loader_rounds": 1,
 }
 """Defaults of ``--quick`` (explicit flags still win)."""
 
 
 @dataclass(frozen=True)
 class Case:
-    """A data module at the config of an experiment.
+    """A data module at the config of an experiment (or at its own defaults).
 
     Attributes:
         dataset: one of :data:`DATASETS` (the data written for it).
-        overrides: Hydra overrides that select the experiment (and data group).
-        feature_model: a frozen-ViT method (random encoder weights; shrunk by ``--quick``;
-            stepped on ``--step-batch`` clips); otherwise stepped on the whole loader batch.
+        overrides: Hydra overrides that select the experiment or data group.
+        recipes: the recipes whose training this loader feeds (their :data:`DEMAND`); several
+            when their data configs are the same.
+        variants: the :data:`VARIANTS` that change something for this case.
     """
 
     dataset: str
     overrides: tuple[str, ...]
-    feature_model: bool = True
+    recipes: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ("config",)
 
     @property
     def label(self) -> str:
@@ -113,43 +135,52 @@ class Case:
 
 
 CASES = (
-    Case("synthetic", ("experiment=savi_synthetic",), feature_model=False),
-    Case("movi_c", ("experiment=slotcontrast_movi_c",)),
-    Case("movi_c", ("experiment=videosaur_movi_c",)),
-    Case("ytvis2021", ("experiment=videosaur_ytvis",)),
-    Case("ytvis2021", ("experiment=slotcontrast_ytvis",)),
-    Case("davis2017", ("experiment=videosaur_ytvis", "data=davis2017")),
-    Case("video_files", ("experiment=videosaur_ytvis", "data=video_files")),
+    Case("synthetic", ("experiment=savi_synthetic",)),
+    Case("movi_c", ("experiment=videosaur_movi_c",), ("videosaur_movi_c", "slotcurri_movi")),
+    Case("movi_c", ("experiment=slotcontrast_movi_c",), ("slotcontrast_movi_c",)),
+    Case("movi_c", ("experiment=slash_movi",), ("slash_movi",)),
+    Case(
+        "ytvis2021", ("experiment=slotcontrast_ytvis",), ("slotcontrast_ytvis", "slotcurri_ytvis"), ("config", "legacy")
+    ),
+    Case("ytvis2021", ("experiment=videosaur_ytvis",), variants=("config", "legacy")),
+    Case("ytvis2021", ("data=ytvis2021",), variants=("config", "legacy", "reduced")),
+    Case("ytvos", ("experiment=smtc_ytvos",), ("smtc_ytvos",)),
+    Case("davis2017", ("data=davis2017",), variants=("config", "legacy", "reduced")),
+    Case("video_files", ("data=video_files",)),
 )
 
 
 @dataclass
 class Row:
-    """Measurements of one case.
+    """Measurements of one case and variant.
 
     Attributes:
-        clip: ``TxHxW`` of the loader's clips; ``megabytes``: their tensors (video, masks) per clip.
-        loader: loader clips/s; ``read_ms``, ``transform_ms``: the stages per clip (None: not a
-            :class:`~ocl.data.clips.ClipDataset`).
-        step: clips/s of training steps on ``step_clips`` clips at ``step_threads`` torch threads.
+        clip: ``TxHxW`` of the loader's clips; ``megabytes``: their tensors (as the workers send
+            them: uint8 or float32 frames, masks) per clip.
+        worker: clips/s of the loader in this process on one thread (one worker's rate; median of rounds).
+        workers: clips/s of the loader with ``--workers`` processes.
+        read_ms, transform_ms: the stages per clip (None: not a :class:`~ocl.data.clips.ClipDataset`).
+        difference: ``reduced``: mean and largest |frame - frame of the full decode| of the first
+            batch, in grey levels (None: other variants).
+        baseline: one worker's clips/s with the ``--baseline`` code (``config`` rows; None: not measured).
         load: the 1-minute load average after the case (this benchmark's processes included).
     """
 
     case: Case
+    variant: str
     clip: str
     megabytes: float
-    loader: float
+    worker: float
+    workers: float
     read_ms: float | None
     transform_ms: float | None
-    step: float
-    step_clips: int
-    step_threads: int
+    difference: tuple[float, float] | None
+    baseline: float | None
     load: float
 
-    @property
-    def ratio(self) -> float:
-        """Loader clips/s over step clips/s."""
-        return self.loader / self.step
+    def projected(self, workers: int) -> float:
+        """Clips/s of ``workers`` worker processes that scale linearly."""
+        return self.worker * workers
 
 
 # --------------------------------------------------------------------------- writing the data
@@ -198,8 +229,20 @@ def save_jpeg(path: Path, frame: np.ndarray) -> int:
     return path.stat().st_size
 
 
+def compressed_rle(mask: np.ndarray) -> dict:
+    """The COCO compressed RLE of a bool mask ``[H, W]``, ``counts`` as a str (as in the YouTube-VIS JSONs)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 def write_movi(root: Path, args: argparse.Namespace) -> str:
-    """MOVi-C TFDS records (``--videos`` train videos, 1 val), converted into ``root/movi_c``."""
+    """MOVi-C TFDS records (``--videos`` train videos, 1 val), converted into ``root/movi_c``.
+
+    The TFDS writer is the test fixture's (``tests/movi_fixtures.py``): ocl itself never writes TFDS.
+    """
+    sys.path.insert(0, str(REPO / "tests"))
+    from movi_fixtures import write_movi_tfds
+
     size = args.movi_resolution
     tfds_root = root / "movi_tfds"
     write_movi_tfds(tfds_root, "movi_c", size=size, frames=24, shards={"train": [args.videos], "val": [1]})
@@ -257,7 +300,8 @@ def write_davis(root: Path, args: argparse.Namespace) -> str:
         for t, (frame, ids) in enumerate(render(rng, args.frames, height, width, int(rng.integers(1, 5)))):
             jpegs.append(save_jpeg(dataset / "JPEGImages" / "480p" / name / f"{t:05d}.jpg", frame))
             png = dataset / "Annotations" / "480p" / name / f"{t:05d}.png"
-            write_palette_png(png, ids)
+            png.parent.mkdir(parents=True, exist_ok=True)
+            write_palette_png(png, ids, PALETTE)
             pngs.append(png.stat().st_size)
     image_sets = dataset / "ImageSets" / "2017"
     image_sets.mkdir(parents=True)
@@ -266,6 +310,23 @@ def write_davis(root: Path, args: argparse.Namespace) -> str:
     return (
         f"{args.videos} train sequences (+1 val) x {args.frames} frames {height}x{width}, "
         f"JPEG {statistics.mean(jpegs) / 1e3:.0f} KB + PNG {statistics.mean(pngs) / 1e3:.1f} KB per frame"
+    )
+
+
+def write_ytvos(root: Path, args: argparse.Namespace) -> str:
+    """A YouTube-VOS ``train`` folder (``JPEGImages/<video>/<frame>.jpg``): ``--videos`` videos
+    (+1 held out) of ``--frames`` frames at ``--ytvis-size`` (the same videos as YouTube-VIS)."""
+    height, width = parse_size(args.ytvis_size)
+    rng = np.random.default_rng(args.seed + 3)
+    folder = root / "ytvos" / "train" / "JPEGImages"
+    sizes = []
+    for index in range(args.videos + 1):
+        shot = render(rng, args.frames, height, width, int(rng.integers(1, 4)))
+        for t, (frame, _) in enumerate(shot):
+            sizes.append(save_jpeg(folder / f"{index:010x}" / f"{5 * t:05d}.jpg", frame))
+    return (
+        f"{args.videos} videos (+1) x {args.frames} frames {height}x{width}, "
+        f"JPEG {statistics.mean(sizes) / 1e3:.0f} KB per frame"
     )
 
 
@@ -299,6 +360,7 @@ def write_video_files(root: Path, args: argparse.Namespace) -> str:
 WRITERS: dict[str, Callable[[Path, argparse.Namespace], str]] = {
     "movi_c": write_movi,
     "ytvis2021": write_ytvis,
+    "ytvos": write_ytvos,
     "davis2017": write_davis,
     "video_files": write_video_files,
 }
@@ -307,35 +369,47 @@ WRITERS: dict[str, Callable[[Path, argparse.Namespace], str]] = {
 # --------------------------------------------------------------------------- measuring
 
 
-def compose_case(case: Case, root: Path, args: argparse.Namespace) -> DictConfig:
-    """The config ``python train.py <case overrides>`` runs, with this benchmark's data and loader settings."""
+def case_overrides(case: Case, variant: str, root: Path, args: argparse.Namespace, workers: int) -> list[str]:
+    """The overrides of ``python train.py`` for a case and variant, with this benchmark's data and loader settings."""
     overrides = [
         *case.overrides,
+        *VARIANTS[variant],
         f"paths.data_root={root}",
         f"paths.output_dir={root / 'outputs'}",
-        "data.num_workers=2",
+        f"data.num_workers={workers}",
         f"data.batch_size={args.batch_size}",
     ]
-    if case.feature_model:
-        overrides += [RANDOM_ENCODER, *(TINY_FEATURE_MODEL if args.quick else ())]
-    if case.dataset == "ytvis2021":
+    if case.dataset in ("ytvis2021", "ytvos"):
         overrides.append("data.num_val_videos=1")  # the written videos are few; val takes the last one
     if case.dataset == "video_files":
         overrides.append(f"data.paths=[{root / 'video_files'}]")
+    return overrides
+
+
+def data_module(overrides: Sequence[str]) -> VideoDataModule:
+    """The training data module of the config that ``overrides`` compose, set up."""
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        datamodule = instantiate(compose(config_name="train", overrides=list(overrides)).data)
+    datamodule.setup("fit")
+    return datamodule
 
 
 def loader_throughput(datamodule: VideoDataModule, batches: int) -> tuple[float, dict[str, Any]]:
-    """Clips/s of the training loader over ``batches`` batches, and its first batch.
+    """Clips/s of the training loader over ``batches`` batches, and its first batch (as the workers send it).
 
     The loader is ``train_dataloader()`` as a trainer with ``max_steps`` gets it (a stand-in
-    holds the fields it reads). The first batch of each worker is not timed: worker start-up,
-    and the batches the other workers prepared meanwhile, would inflate the rate.
+    holds the fields it reads; on the CPU, so nothing is pinned). The first batch of each worker
+    is not timed: worker start-up, and the batches the other workers prepared meanwhile, would
+    inflate the rate.
     """
     warmup = max(1, datamodule.num_workers)
     datamodule.trainer = SimpleNamespace(
-        max_steps=warmup + batches, global_step=0, world_size=1, global_rank=0, accumulate_grad_batches=1
+        max_steps=warmup + batches,
+        global_step=0,
+        world_size=1,
+        global_rank=0,
+        accumulate_grad_batches=1,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
     )
     iterator = iter(datamodule.train_dataloader())
     first = next(iterator)
@@ -347,63 +421,113 @@ def loader_throughput(datamodule: VideoDataModule, batches: int) -> tuple[float,
 
 
 def stage_times(dataset: ClipDataset, clips: int, seed: int) -> tuple[float, float]:
-    """Mean ms per training clip of ``source.read`` and of the transform, here on one torch thread."""
+    """Mean ms per training clip of reading (:meth:`~ocl.data.clips.VideoSource.read_clip`, as the
+    dataset reads) and of the transform, on one torch thread."""
     rng = np.random.default_rng(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a loader worker
     read = transform = 0.0
     for _ in range(clips):
         index = int(rng.integers(len(dataset)))
+        frame_indices = dataset.clip_frames(index, rng)
         start = time.perf_counter()
-        frames, masks = dataset.source.read(index, dataset.clip_frames(index, rng))
+        clip = dataset.source.read_clip(index, frame_indices, dataset.labels, dataset.transform.decode_size)
         middle = time.perf_counter()
-        dataset.transform(frames, masks, rng)
+        dataset.transform.apply(clip.frames, clip.masks, dataset.transform.draw(*clip.size, rng), clip.size)
         read, transform = read + middle - start, transform + time.perf_counter() - middle
-    torch.set_num_threads(threads)
     return read / clips * 1e3, transform / clips * 1e3
 
 
-def step_throughput(
-    cfg: DictConfig, batch: dict[str, Any], clips: int, steps: int, threads: Sequence[int]
-) -> tuple[float, int]:
-    """Clips/s that training steps on the first ``clips`` clips of ``batch`` consume, and the thread count.
+BASELINE_PROGRAM = """
+import json, sys, time
+from itertools import islice
+from types import SimpleNamespace
 
-    One untimed step, then ``steps`` timed ones, at each torch thread count of ``threads``; the
-    fastest count is kept. Several counts are tried because on a busy 2-core machine two torch threads stall each other
-    (their hand-offs wait for a core), so one thread can be several times faster than two.
-    """
-    tensors = {key: value[:clips] for key, value in batch.items() if isinstance(value, torch.Tensor)}
-    initial = torch.get_num_threads()
-    rates = {}
-    for count in threads:
-        torch.set_num_threads(count)
-        rates[count] = hand_written(cfg, [tensors] * (1 + steps), warmup=1) * clips
-    torch.set_num_threads(initial)
-    fastest = max(rates, key=rates.__getitem__)
-    return rates[fastest], fastest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+overrides, config_dir, batches = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(1)
+with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+    datamodule = instantiate(compose(config_name="train", overrides=overrides).data)
+datamodule.setup("fit")
+device = SimpleNamespace(root_device=torch.device("cpu"))
+datamodule.trainer = SimpleNamespace(
+    max_steps=1 + batches, global_step=0, world_size=1, global_rank=0, accumulate_grad_batches=1, strategy=device
+)
+iterator = iter(datamodule.train_dataloader())
+next(iterator)
+start = time.perf_counter()
+clips = sum(len(batch["video"]) for batch in islice(iterator, batches))
+print(clips / (time.perf_counter() - start))
+"""
+"""What :func:`baseline_rate` runs with the ``--baseline`` code: :func:`loader_throughput` of one
+worker, written with nothing but Hydra and the data module's loader, which every version has."""
 
 
-def measure(case: Case, root: Path, args: argparse.Namespace, step_cache: dict[str, tuple[float, int]]) -> Row:
-    """Loader, stage and step throughput of one case (a step is measured once per model, loss and clip shape)."""
-    cfg = compose_case(case, root, args)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    loader, batch = loader_throughput(datamodule, args.batches)
-    clips_per_step = args.step_batch if case.feature_model else len(batch["video"])
-    shape = tuple(batch["video"].shape[1:])
-    key = OmegaConf.to_yaml(cfg.model) + OmegaConf.to_yaml(cfg.loss) + f"{shape} {clips_per_step}"
-    if key not in step_cache:
-        step_cache[key] = step_throughput(cfg, batch, clips_per_step, args.steps, args.threads)
-    stages = (None, None)
-    if isinstance(datamodule.train_set, ClipDataset):
-        stages = stage_times(datamodule.train_set, args.profile_clips, args.seed)
-    frames, _, height, width = shape
-    step, threads = step_cache[key]
-    megabytes = (
-        sum(value.nbytes for value in batch.values() if isinstance(value, torch.Tensor)) / len(batch["video"]) / 1e6
-    )
-    clip = f"{frames}x{height}x{width}"
-    return Row(case, clip, megabytes, loader, *stages, step, clips_per_step, threads, os.getloadavg()[0])
+def baseline_rate(overrides: Sequence[str], args: argparse.Namespace) -> float:
+    """One worker's clips/s (in-process loader, one thread) with the code and configs of ``--baseline``,
+    in a subprocess that imports them (:data:`BASELINE_PROGRAM`)."""
+    command = [sys.executable, "-c", BASELINE_PROGRAM, json.dumps(list(overrides))]
+    command += [str(args.baseline / "configs"), str(args.batches)]
+    environment = {**os.environ, "PYTHONPATH": str(args.baseline)}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=args.baseline, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the --baseline loader failed:\n{result.stderr[-3000:]}")
+    return float(result.stdout.split()[-1])
+
+
+def measure(case: Case, variants: Sequence[str], root: Path, args: argparse.Namespace) -> list[Row]:
+    """The rows of one case: per variant, one worker's rate (median of ``--loader-rounds`` rounds that
+    alternate the variants and the ``--baseline`` code), ``--workers`` processes' rate, the stage times."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a loader worker
+    modules = {variant: data_module(case_overrides(case, variant, root, args, 0)) for variant in variants}
+    rates: dict[str, list[float]] = {variant: [] for variant in variants}
+    baseline: list[float] = []
+    first: dict[str, dict[str, Any]] = {}
+    for _ in range(args.loader_rounds):
+        for variant, datamodule in modules.items():
+            rate, first[variant] = loader_throughput(datamodule, args.batches)
+            rates[variant].append(rate)
+        if args.baseline is not None:
+            baseline.append(baseline_rate(case_overrides(case, "config", root, args, 0), args))
+    rows = []
+    for variant, datamodule in modules.items():
+        batch = first[variant]
+        frames, _, height, width = batch["video"].shape[1:]
+        tensors = [value for value in batch.values() if isinstance(value, torch.Tensor)]
+        megabytes = sum(value.nbytes for value in tensors) / len(batch["video"]) / 1e6
+        stages = (None, None)
+        if isinstance(datamodule.train_set, ClipDataset):
+            stages = stage_times(datamodule.train_set, args.profile_clips, args.seed)
+        difference = None
+        if variant == "reduced":  # against the same clips decoded whole
+            whole = modules.get("config") or data_module(case_overrides(case, "config", root, args, 0))
+            _, full = loader_throughput(whole, 0)
+            gap = (
+                whole.on_after_batch_transfer(full, 0)["video"] - datamodule.on_after_batch_transfer(batch, 0)["video"]
+            )
+            difference = (float(gap.abs().mean()) * 255, float(gap.abs().max()) * 255)
+        torch.set_num_threads(threads)
+        processes = data_module(case_overrides(case, variant, root, args, args.workers))
+        workers, _ = loader_throughput(processes, args.batches)
+        torch.set_num_threads(1)
+        rows.append(
+            Row(
+                case,
+                variant,
+                f"{frames}x{height}x{width}",
+                megabytes,
+                statistics.median(rates[variant]),
+                workers,
+                *stages,
+                difference,
+                statistics.median(baseline) if baseline and variant == "config" else None,
+                os.getloadavg()[0],
+            )
+        )
+    torch.set_num_threads(threads)
+    return rows
 
 
 def rate(fn: Callable[[Any], object], inputs: Sequence[Any]) -> float:
@@ -480,38 +604,64 @@ def format_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def table(rows: Sequence[Row]) -> list[str]:
-    """The results as a markdown table."""
+def table(rows: Sequence[Row], args: argparse.Namespace) -> list[str]:
+    """The loader measurements as a markdown table."""
     lines = [
         (
-            "| data module | config | clip (TxHxW) | MB/clip | loader clips/s | read ms/clip | transform ms/clip "
-            "| step clips/s (clips per step, threads) | loader / step | >= 3x | load (1 min) |"
+            f"| data module | config | variant | clip (TxHxW) | MB/clip sent | 1 worker clips/s | 1 worker, "
+            "--baseline code | read ms/clip "
+            f"| transform ms/clip | {args.workers} workers clips/s (measured) | {args.project_workers} workers "
+            "clips/s (projected) | mean / max difference (grey levels) | load (1 min) |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        difference = "-" if row.difference is None else f"{row.difference[0]:.2f} / {row.difference[1]:.0f}"
+        baseline = "-" if row.baseline is None else f"{row.baseline:.1f}"
         lines.append(
-            f"| {row.case.dataset} | {row.case.label} | {row.clip} | {row.megabytes:.2f} | {row.loader:.1f} | "
-            f"{format_ms(row.read_ms)} | {format_ms(row.transform_ms)} | "
-            f"{row.step:.3f} ({row.step_clips}, {row.step_threads}) | {row.ratio:.1f}x | "
-            f"{'yes' if row.ratio >= TARGET else 'NO'} | {row.load:.2f} |"
+            f"| {row.case.dataset} | {row.case.label} | {row.variant} | {row.clip} | {row.megabytes:.2f} | "
+            f"{row.worker:.1f} | {baseline} | {format_ms(row.read_ms)} | {format_ms(row.transform_ms)} | {row.workers:.1f} | "
+            f"{row.projected(args.project_workers):.0f} | {difference} | {row.load:.2f} |"
         )
     return lines
 
 
+def demand_table(rows: Sequence[Row], args: argparse.Namespace) -> list[str]:
+    """Each recipe's bf16 demand x :data:`TARGET` against its loader's projection (config variant)."""
+    lines = [
+        (
+            f"| recipe | bf16 step clips/s (H200) | {TARGET:.0f}x demand | loader ({args.project_workers} workers, "
+            f"projected) | projected / demand | >= {TARGET:.0f}x | workers for {TARGET:.0f}x |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row.variant != "config":
+            continue
+        for recipe in row.case.recipes:
+            demand = DEMAND[recipe]
+            projected = row.projected(args.project_workers)
+            lines.append(
+                f"| {recipe} | {demand:.0f} | {TARGET * demand:.0f} | {projected:.0f} | {projected / demand:.1f}x | "
+                f"{'yes' if projected >= TARGET * demand else 'NO'} | {TARGET * demand / row.worker:.0f} |"
+            )
+    return lines
+
+
 def report(rows: Sequence[Row], args: argparse.Namespace) -> list[str]:
-    """The table of the cases with what was measured how, and the caveat about the step demand."""
+    """The tables with what was measured how."""
+    measured = "" if args.workers <= (os.cpu_count() or 1) else f" (more than the {os.cpu_count()} CPUs here)"
     return [
-        f"\nloader: {args.batches} batches of {args.batch_size} clips, 2 workers, after 1 warm-up batch per worker",
         (
-            f"step: fp32 on this CPU, random encoder weights, fastest of {args.threads} torch threads; "
-            "read/transform: one clip at a time in this process, one thread\n"
+            f"\nloader: {args.batches} batches of {args.batch_size} clips after 1 warm-up batch per worker; "
+            f"1 worker = num_workers=0, one torch thread, median of {args.loader_rounds} rounds alternating the "
+            f"variants (and the --baseline code: {args.baseline}); {args.workers} worker processes{measured}; "
+            f"projected = 1 worker x {args.project_workers}; read/transform: one clip at a time, one thread; "
+            "difference: reduced decoding vs the full decode, first batch\n"
         ),
-        *table(rows),
-        (
-            "\nstep clips/s is this CPU's demand: a GPU steps far faster, so these ratios are not those of a "
-            f"GPU run (not measured here). Target: loader >= {TARGET:.0f}x step."
-        ),
+        *table(rows, args),
+        "",
+        *demand_table(rows, args),
     ]
 
 
@@ -519,28 +669,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; ``--quick`` replaces the defaults by :data:`QUICK`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary data folder")
-    parser.add_argument("--videos", type=int, default=16, help="training videos written per dataset")
-    parser.add_argument("--frames", type=int, default=24, help="frames per YT-VIS video and DAVIS sequence")
+    parser.add_argument("--videos", type=int, default=8, help="training videos written per dataset")
+    parser.add_argument("--frames", type=int, default=36, help="frames per YT-VIS / YT-VOS video and DAVIS sequence")
     parser.add_argument("--movi-resolution", type=int, default=128, help="MOVi-C side (published: 128, 256)")
-    parser.add_argument("--ytvis-size", default="720x1280", help="YT-VIS frame HxW")
+    parser.add_argument("--ytvis-size", default="720x1280", help="YT-VIS and YT-VOS frame HxW")
     parser.add_argument("--davis-size", default="480x854", help="DAVIS frame HxW")
     parser.add_argument("--mp4-size", default="480x854", help="mp4 frame HxW")
     parser.add_argument("--mp4-frames", type=int, default=150, help="frames per mp4 (30 fps)")
     parser.add_argument("--batch-size", type=int, default=8, help="loader batch size (data.batch_size)")
-    parser.add_argument("--batches", type=int, default=12, help="timed loader batches per data module")
-    parser.add_argument("--step-batch", type=int, default=1, help="clips per timed step of the ViT configs")
-    parser.add_argument("--steps", type=int, default=1, help="timed training steps (after one untimed)")
+    parser.add_argument("--batches", type=int, default=8, help="timed loader batches per measurement")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the measured loader")
+    parser.add_argument("--project-workers", type=int, default=14, help="workers of the projection (16-core node)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--loader-rounds", type=int, default=3, help="rounds of 1-worker timings (medians)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of earlier code (e.g. `git worktree add DIR <commit>`): also time its 1-worker loaders",
+    )
     parser.add_argument("--reads", type=int, default=20, help="random clips read by each decoder per round")
     parser.add_argument("--passes", type=int, default=2, help="whole-video reads by each decoder per round")
     parser.add_argument("--rounds", type=int, default=3, help="decoder rounds (readers alternate within a round)")
     parser.add_argument("--mp4-crf", type=int, default=20, help="x264 CRF of the mp4s (lower: more bits)")
-    parser.add_argument("--profile-clips", type=int, default=16, help="clips timed stage by stage per data module")
-    parser.add_argument(
-        "--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts tried for the step (fastest kept)"
-    )
+    parser.add_argument("--profile-clips", type=int, default=8, help="clips timed stage by stage per measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=[*DATASETS, DECODERS], default=[*DATASETS, DECODERS])
-    parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke test of the script")
+    parser.add_argument("--quick", action="store_true", help="tiny data: a smoke test of the script")
     args = parser.parse_args(argv)
     if args.quick:
         parser.set_defaults(**QUICK)
@@ -549,7 +704,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Write the data, measure every selected case and the decoders, print the tables."""
+    """Write the data, measure every selected case and variant and the decoders, print the tables."""
     args = parse_args(argv)
     started = time.perf_counter()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()}")
@@ -561,10 +716,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             description = WRITERS[name](root, args)
             print(f"wrote {name}: {description} ({time.perf_counter() - begin:.0f} s)")
         rows: list[Row] = []
-        step_cache: dict[str, tuple[float, int]] = {}
         for case in (case for case in CASES if case.dataset in args.only):
-            rows.append(measure(case, root, args, step_cache))
-            print(f"measured {case.dataset} at {case.label}: loader {rows[-1].loader:.1f} clips/s")
+            variants = [variant for variant in case.variants if variant in args.variants]
+            for row in measure(case, variants, root, args):
+                rows.append(row)
+                print(
+                    f"measured {case.dataset} at {case.label} ({row.variant}): 1 worker {row.worker:.1f} clips/s, "
+                    f"{args.workers} workers {row.workers:.1f}"
+                )
         if rows:
             print("\n".join(report(rows, args)))
         if DECODERS in args.only:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score
 
-from ocl.data.batch import IGNORE_ID
+from ocl.contracts.batch import IGNORE_ID
 from ocl.metrics import (
     fg_ari_from_contingency,
     hard_segmentation,

@@ -37,7 +37,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from ocl.cli import build_model
+from ocl.build import build_model
 from ocl.methods.base import ObjectCentricMethod
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -72,7 +72,8 @@ def make_batches(cfg: DictConfig, count: int) -> list[dict[str, torch.Tensor]]:
     datamodule = instantiate(cfg.data)
     batches = []
     for batch in datamodule.train_dataloader():
-        batches.append({"video": batch["video"], "masks": batch["masks"]})
+        batch = datamodule.on_after_batch_transfer(batch, 0)  # uint8 frames (data.uint8_transfer) -> float
+        batches.append({key: batch[key] for key in ("video", "masks") if key in batch})
         if len(batches) == count:
             return batches
     raise ValueError(f"the training set has fewer than {count} batches")

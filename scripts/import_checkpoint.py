@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from ocl.cli import build_model
+from ocl.build import build_model
 from ocl.methods.encoder_weights import FINGERPRINT_KEY
 from ocl.modules.vit import RANDOM
 from ocl.published import LAYOUTS, Layout, LayoutMismatch, convert_state_dict, their_state_dict, their_vit_weights

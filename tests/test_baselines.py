@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import compose_config
 
-from ocl.cli import build_model
+from ocl.build import build_model
+from ocl.contracts.output import ModelOutput
 from ocl.losses.contrastive import slot_contrastive_loss
 from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS, TemporalFeatureSimilarity, similarity_targets
-from ocl.methods.output import ModelOutput
 from ocl.modules.decoders import MLPFeatureDecoder, SlotMixerDecoder
 
 

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from tfrecord_writer import encode_example, frame_record, write_records
 
-from ocl.data.batch import validate_batch
+from ocl.contracts.batch import validate_batch
 from ocl.data.clevr import MANIFEST, ClevrDataModule, ClevrSource
 from ocl.data.clevr_convert import convert_clevr
 from ocl.data.clevrtex import ClevrTexDataModule, ClevrTexSource
@@ -114,6 +114,7 @@ def test_raw_arrays_are_read_in_both_bytes_list_layouts() -> None:
 # --------------------------------------------------------------------------- CLEVR6: conversion and reading
 
 
+@pytest.mark.slow
 def test_clevr6_holds_the_scenes_with_at_most_6_objects_cropped_exactly(clevr6: Path, clevr: tuple) -> None:
     manifest = json.loads((clevr6 / MANIFEST).read_text())
     assert manifest["records"] == 5 and manifest["max_objects"] == 6

@@ -60,6 +60,7 @@ def trained_run(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_training_run_records_who_it_is_in_run_json_and_in_wandb(trained_run):
     identity = json.loads((trained_run / "run.json").read_text())
     assert {k: identity[k] for k in ("experiment", "method", "dataset", "seed")} == {
@@ -89,6 +90,7 @@ def test_a_training_run_records_who_it_is_in_run_json_and_in_wandb(trained_run):
     torn.unlink()
 
 
+@pytest.mark.slow
 def test_every_experiment_is_named_by_its_method_and_dataset_without_edits():
     tricky = {
         "slotcurri_movi": ("slotcurri", "movi_c", "slotcurri_movi_c_seed0"),
@@ -139,6 +141,7 @@ def write_csv_log(folder: Path, rows: list[dict[str, float]]) -> None:
         writer.writerows(rows)
 
 
+@pytest.mark.slow
 def test_compare_runs_reports_mean_and_sample_std_over_seeds(trained_run, tmp_path):
     rng = np.random.default_rng(0)
     real = json.loads((trained_run / "run.json").read_text())

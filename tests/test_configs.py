@@ -17,7 +17,8 @@ from movi_fixtures import write_movi_tfds
 from omegaconf import OmegaConf
 from video_fixtures import write_ytvis, write_ytvos_train
 
-from ocl.cli import build_model, train
+from ocl.build import build_model
+from ocl.cli import train
 from ocl.data.clevr_convert import convert_clevr
 from ocl.data.movi_convert import convert_movi
 
@@ -38,6 +39,7 @@ def test_there_are_experiments():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.slow
 def test_experiment_composes_and_builds(experiment, tmp_path):
     cfg = compose_config([f"experiment={experiment}", *offline_overrides(experiment), f"paths.output_dir={tmp_path}"])
     assert cfg.name == experiment
@@ -56,6 +58,7 @@ def assert_validated(metrics: dict[str, float], scored: bool) -> None:
 
 
 @pytest.mark.parametrize("experiment", SYNTHETIC)
+@pytest.mark.slow
 def test_fast_dev_run(experiment, tmp_path):
     cfg = compose_config(
         [
@@ -117,6 +120,7 @@ def short_chunk_overrides(experiment: str) -> list[str]:
 
 
 @pytest.mark.parametrize("experiment", REAL)
+@pytest.mark.slow
 def test_real_data_experiment_runs_on_published_format_fixtures(experiment, data_root, tmp_path):
     cfg = compose_config(
         [
@@ -153,6 +157,7 @@ def test_default_run_is_savi_synthetic(tmp_path):
         ("tranier.max_steps=3", "tranier"),
     ],
 )
+@pytest.mark.slow
 def test_bad_override_is_a_hydra_error_before_training(override, message, tmp_path):
     result = subprocess.run(
         [sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}"],

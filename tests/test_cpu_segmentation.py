@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ocl.data.batch import IGNORE_ID
+from ocl.contracts.batch import IGNORE_ID
 from ocl.metrics.cpu_segmentation import segment_and_count
 from ocl.metrics.protocol import contingency, segmentation_contingency
 

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from conftest import TINY, compose_config, run_cli
 from hydra.utils import instantiate
 
+from ocl.build import build_model
 from ocl.callbacks.curriculum import SlotCurriculum
-from ocl.cli import build_model, train
+from ocl.cli import train
 from ocl.modules.initialisers import LearnedInit
 from ocl.modules.slot_growth import MEAN_NORM_EPS, allocate_children, split_slots
 
@@ -150,6 +151,7 @@ def test_a_method_without_learned_slots_is_refused(tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_equal_stages_skip_a_growth_and_defaults_follow_max_steps(tmp_path):
     overrides = [*TINY, *CURRICULUM[:3], "+callbacks.curriculum.stages=[2,2,4]", "trainer.max_steps=12"]
     overrides += ["trainer.val_check_interval=12", f"paths.output_dir={tmp_path}"]
@@ -158,6 +160,7 @@ def test_equal_stages_skip_a_growth_and_defaults_follow_max_steps(tmp_path):
     assert [active[step] for step in (0, 1, 2, 3, 4, 11)] == [2, 2, 2, 2, 4, 4]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_run_ends_with_identical_slots_on_both_ranks(tmp_path):
     """Real DDP: two CPU processes (gloo) launched by Lightning from train.py."""
     result = run_cli(

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import compose_config
 
-from ocl.cli import build_model
+from ocl.build import build_model
+from ocl.contracts.output import ModelOutput
 from ocl.losses.cycle import FeatureSlotFeatureCycle, SlotFeatureSlotCycle
-from ocl.methods.output import ModelOutput
 
 
 def output_of(slots: torch.Tensor, features: torch.Tensor) -> ModelOutput:

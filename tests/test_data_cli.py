@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import TINY, compose_config, run_cli
 from video_fixtures import block_frames, write_davis, write_mp4
 
@@ -11,6 +12,7 @@ MODEL_TINY = [o for o in TINY if not o.startswith("data.")]
 """The tiny SAVi of conftest.TINY without its synthetic-data sizes."""
 
 
+@pytest.mark.slow
 def test_eval_runs_a_trained_model_on_a_users_mp4(tmp_path):
     overrides = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]
     train(compose_config([*overrides, f"paths.output_dir={tmp_path / 'train'}"]), overrides)
@@ -30,6 +32,7 @@ def test_eval_runs_a_trained_model_on_a_users_mp4(tmp_path):
     assert list((tmp_path / "eval" / "visualisations").glob("val_step*.gif"))
 
 
+@pytest.mark.slow
 def test_a_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path):
     result = run_cli(
         "train.py", ["data=movi_c", f"paths.data_root={tmp_path / 'nowhere'}", *MODEL_TINY, f"hydra.run.dir={tmp_path}"]
@@ -39,6 +42,7 @@ def test_a_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path):
     assert "convert_movi.py" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_missing_video_file_is_a_data_error_not_a_hydra_trace(tmp_path):
     result = run_cli(
         "train.py", ["data=video_files", f"data.paths=[{tmp_path / 'nope.mp4'}]", f"hydra.run.dir={tmp_path}"]
@@ -48,6 +52,7 @@ def test_a_missing_video_file_is_a_data_error_not_a_hydra_trace(tmp_path):
     assert "Traceback" not in result.stderr and "Error in call to target" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_corrupt_frame_read_in_a_loader_worker_is_one_clear_message(tmp_path):
     fixture = write_davis(tmp_path / "data" / "davis2017")
     corrupt = fixture.root / "JPEGImages" / "480p" / "bear" / "00001.jpg"

@@ -16,7 +16,7 @@ from video_fixtures import (
     write_palette_png,
 )
 
-from ocl.data.batch import IGNORE_ID, validate_batch
+from ocl.contracts.batch import IGNORE_ID, validate_batch
 from ocl.data.davis import DavisDataModule, DavisSource
 from ocl.data.errors import DataError
 from ocl.data.transforms import VideoTransform
@@ -80,7 +80,8 @@ def test_config_composes_and_yields_224_crops(davis, tmp_path):
     batch = next(iter(module.val_dataloader()))
     validate_batch(batch)
     assert batch["video"].shape == (1, 3, 3, 224, 224)
-    assert module.train_set.sample(1, np.random.default_rng(0))["masks"].shape == (4, 224, 224)
+    train = module.train_set.sample(1, np.random.default_rng(0))
+    assert train["video"].shape == (4, 3, 224, 224) and "masks" not in train  # the config's data.train_masks: false
 
 
 def test_bad_arguments_fail_at_construction(davis):

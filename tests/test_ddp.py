@@ -14,9 +14,9 @@ import torch.multiprocessing as mp
 from conftest import TINY, compose_config, run_cli
 
 from ocl.cli import train
+from ocl.contracts.output import ModelOutput
 from ocl.data.sampling import RoundRobinBatchSampler, ShardingError
 from ocl.losses.contrastive import SlotSlotContrastive
-from ocl.methods.output import ModelOutput
 
 SLOTCONTRAST_TINY = [
     "experiment=slotcontrast_synthetic",
@@ -97,6 +97,7 @@ def _contrastive_on_rank(
     [("current", None), ("next", None), ("current", 2)],
     ids=["current", "next", "pools_of_2"],
 )
+@pytest.mark.slow
 def test_gathered_contrastive_loss_and_gradients_on_two_ranks_equal_one_process(tmp_path, softmax_over, pool_videos):
     """pools_of_2: 3 videos per rank in pools {0, 1}, {2, 3}, {4, 5}; the middle one spans both ranks."""
     torch.manual_seed(0)
@@ -123,6 +124,7 @@ def test_gathered_contrastive_loss_and_gradients_on_two_ranks_equal_one_process(
     torch.testing.assert_close(ranks[0]["eval"], half)  # evaluation pools the rank's own (whole) batch
 
 
+@pytest.mark.slow
 def test_two_process_training_gives_the_losses_and_metrics_of_one_process(tmp_path):
     one = train(compose_config([*SLOTCONTRAST_TINY, "data.batch_size=4", f"paths.output_dir={tmp_path / 'one'}"]))
     result = run_cli(
@@ -139,6 +141,7 @@ def test_two_process_training_gives_the_losses_and_metrics_of_one_process(tmp_pa
     assert len(set(one_losses.values())) == 6  # the losses change from step to step: the comparison means something
 
 
+@pytest.mark.slow
 def test_two_process_evaluation_of_random_initial_slots_gives_one_process_metrics(tmp_path):
     """SAVi draws its initial slots from a seed per evaluation batch: each rank must use the
     seed of the one-process batch it evaluates."""

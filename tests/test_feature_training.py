@@ -69,6 +69,7 @@ def test_synthetic_variant_trains_and_validates(tmp_path, experiment):
     assert moments and all(torch.isfinite(m).all() for m in moments) and any(m.abs().sum() > 0 for m in moments)
 
 
+@pytest.mark.slow
 def test_pretrained_encoder_is_left_out_of_checkpoints_and_checked_on_eval(tmp_path, encoder_weights):
     weights, other_weights = encoder_weights
     train_dir = tmp_path / "train"

@@ -19,7 +19,7 @@ from golden_checks.common import GOLDEN
 from movi_fixtures import write_movi_tfds
 from timm.layers import resample_abs_pos_embed
 
-from ocl.cli import build_model
+from ocl.build import build_model
 from ocl.data.movi_convert import convert_movi
 from ocl.methods.encoder_weights import FINGERPRINT_KEY
 from ocl.modules.vit import ViTEncoder
@@ -85,6 +85,7 @@ def random_layout(name: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", sorted(JSON_RECIPES))
+@pytest.mark.slow
 def test_each_published_layout_fills_its_recipe_model_and_keeps_every_value(name: str, tmp_path: Path):
     family = name.split("_")[0].removesuffix(".json")
     layout = LAYOUTS[family]
@@ -127,6 +128,7 @@ def test_each_published_layout_fills_its_recipe_model_and_keeps_every_value(name
         ("slotcurri_ytvis", "slotcurri_movi_c.json"),
     ],
 )
+@pytest.mark.slow
 def test_the_other_recipes_of_a_family_have_the_keys_of_its_published_files(experiment: str, name: str, tmp_path):
     cfg = compose_config([f"experiment={experiment}", "model.encoder.weights=random", f"paths.output_dir={tmp_path}"])
     target = build_model(cfg).state_dict()
@@ -185,6 +187,7 @@ def test_predict_runs_the_checkpoint_as_the_authors_model(imported: tuple[Path, 
     torch.testing.assert_close(output.masks.flatten(-2).double(), masks, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_eval_runs_the_checkpoint_and_checks_the_vit_it_loads(imported: tuple[Path, Path], tmp_path: Path):
     out, vit = imported
     write_movi_tfds(tmp_path / "tfds", size=16, frames=3, shards={"val": [2]})
@@ -212,6 +215,7 @@ def test_a_vit_file_without_the_final_norm_loads(tmp_path: Path):
     assert all(torch.equal(value, state[key]) for key, value in encoder.vit.state_dict().items())
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_vit_stays_in_the_checkpoint_and_needs_no_download(script: ModuleType, tmp_path: Path):
     theirs, out = tmp_path / "checkpoint_10000_loss_1.234.pth", tmp_path / "smtc.ckpt"
     state = random_layout("smtc.json")
@@ -304,6 +308,7 @@ def test_a_missing_or_unreadable_file_and_an_unknown_experiment(script, tmp_path
     assert "cannot compose experiment=videosaur_nowhere" in one_line_error(script, capsys, command)
 
 
+@pytest.mark.slow
 def test_the_entry_point_prints_one_line_and_no_traceback(tmp_path: Path):
     result = run_cli("scripts/import_checkpoint.py", tiny_command("slotcurri", tmp_path / "none.ckpt", tmp_path / "o"))
     assert result.returncode == 1

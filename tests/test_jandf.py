@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ocl.data.batch import IGNORE_ID
+from ocl.contracts.batch import IGNORE_ID
 from ocl.metrics.jandf import (
     JAndF,
     boundary_f_measure,
@@ -360,7 +360,7 @@ def test_metrics_callback_logs_j_and_f() -> None:
     """J&F (DAVIS's protocol) is logged by the callback with J and F apart."""
     import lightning.pytorch as pl
 
-    from ocl.methods.output import ModelOutput
+    from ocl.contracts.output import ModelOutput
     from ocl.metrics import MetricsCallback
 
     rng = np.random.default_rng(7)

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import ocl.eval.label_propagation as lp
-from ocl.data.batch import IGNORE_ID
+from ocl.contracts.batch import IGNORE_ID
 from ocl.eval.label_propagation import PropagationSettings, downsample_labels, propagate_labels, video_features
 from ocl.metrics.jandf import j_and_f
 

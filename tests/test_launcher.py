@@ -48,6 +48,7 @@ def submitit_task(job_dir: Path) -> int:
     raise AssertionError(f"no running submitit task for job {job_id}")
 
 
+@pytest.mark.slow
 def test_local_multirun_runs_both_jobs_and_a_preempted_job_is_requeued_and_resumes_exactly(tmp_path):
     sweep = tmp_path / "sweep"
     command = [sys.executable, "train.py", "-m", "hydra/launcher=submitit_local", "seed=0,1", *SWEEP]

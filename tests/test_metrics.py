@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
-from ocl.data.batch import IGNORE_ID
-from ocl.methods.output import ModelOutput
+from ocl.contracts.batch import IGNORE_ID
+from ocl.contracts.output import ModelOutput
 from ocl.metrics import (
     FrameFGARI,
     MeanBestOverlap,

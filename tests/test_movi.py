@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from movi_fixtures import FixtureVideo, movi_example, random_video, write_movi_tfds
 from tfrecord_writer import encode_example, frame_record, write_records
 
-from ocl.data.batch import validate_batch
+from ocl.contracts.batch import validate_batch
 from ocl.data.errors import DataError
 from ocl.data.movi import MANIFEST, MoviDataModule, MoviSource
 from ocl.data.movi_convert import convert_movi

@@ -38,6 +38,7 @@ def execute_notebook(checkpoint: Path, video: str) -> tuple[str, int]:
     return text, sum("image/png" in output.get("data", {}) for output in outputs)
 
 
+@pytest.mark.slow
 def test_the_notebook_shows_a_validation_clips_masks_and_metrics(tiny_checkpoint):
     text, images = execute_notebook(tiny_checkpoint, "val")
     assert images == 2  # the frames x slots grid and the slot sizes over time

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ocl.data.batch import IGNORE_ID
+from ocl.contracts.batch import IGNORE_ID
 from ocl.eval.object_discovery import (
     DiscoverySettings,
     binary_proposals,

@@ -10,10 +10,11 @@ import pytest
 import torch
 from conftest import TINY, compose_config
 
-from ocl.cli import build_model, train
+from ocl.build import build_model
+from ocl.cli import train
+from ocl.contracts.output import ModelOutput
 from ocl.losses import SlotSlotContrastive, StructureSSIM3D, TemporalFeatureSimilarity
 from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS
-from ocl.methods.output import ModelOutput
 from ocl.utils.compile import compile_model_parts, compile_options
 
 SLOTCURRI_LOSSES_TINY = [
@@ -61,6 +62,7 @@ def test_losses_compute_in_fp32_under_bf16_autocast(index):
     torch.testing.assert_close(mixed, expected, rtol=1e-6, atol=1e-6)  # bf16 keeps ~3 significant digits
 
 
+@pytest.mark.slow
 def test_bf16_mixed_training_takes_finite_steps_close_to_fp32(tmp_path):
     def step_losses(precision: str) -> dict[int, float]:
         output_dir = tmp_path / precision
@@ -105,6 +107,7 @@ def test_compiled_parts_keep_parameter_names_and_outputs(tmp_path):
     torch.testing.assert_close(compiled.reconstruction, expected.reconstruction)
 
 
+@pytest.mark.slow
 def test_compile_switch_compiles_the_run_and_keeps_its_losses(tmp_path, caplog):
     common = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]
     with caplog.at_level(logging.INFO, logger="ocl.cli"):

@@ -27,6 +27,7 @@ from ocl.predict.model import (
 )
 from ocl.predict.video import predict_video
 from ocl.predict.writers import VOID_ID, model_view
+from ocl.utils.checkpoints import CheckpointError
 
 NUM_SLOTS = 3
 """``model.processor.initialiser.num_slots`` of the tiny checkpoint (conftest.TINY)."""
@@ -59,6 +60,7 @@ def overlay_error(written: np.ndarray, frames: np.ndarray, ids: np.ndarray, alph
     return float(np.abs(written.astype(float) - expected)[interior].mean())
 
 
+@pytest.mark.slow
 def test_overlay_has_the_inputs_frames_rate_and_size_and_pngs_hold_slot_ids(tiny_checkpoint, tmp_path):
     frames = block_frames(3, NUM_FRAMES)
     video = write_mp4(tmp_path / "my clip.mp4", frames, lossless=False)
@@ -175,6 +177,7 @@ def test_cyclic_inference_cannot_run_in_chunks(tiny_checkpoint):
         cyclic.processor(torch.zeros(1, 2, 4, 16), previous_slots=torch.zeros(1, NUM_SLOTS, 16))
 
 
+@pytest.mark.slow
 def test_a_corrupt_video_is_one_clear_line(tiny_checkpoint, tmp_path):
     good = write_mp4(tmp_path / "good.mp4", block_frames(5, 6), lossless=False).read_bytes()
     corrupt = tmp_path / "corrupt.mp4"
@@ -185,6 +188,6 @@ def test_a_corrupt_video_is_one_clear_line(tiny_checkpoint, tmp_path):
 
 
 def test_a_missing_checkpoint_says_where_it_looked(tmp_path):
-    # predict.py reports this message as one line, as eval.py does (the same ocl.cli.with_training_overrides).
-    with pytest.raises(FileNotFoundError, match=f"checkpoint not found: {tmp_path / 'nope.ckpt'}"):
+    # predict.py reports this message as one line, as eval.py does (the same ocl.build.with_training_overrides).
+    with pytest.raises(CheckpointError, match=f"checkpoint not found: {tmp_path / 'nope.ckpt'}"):
         compose_run_config(tmp_path / "nope.ckpt")

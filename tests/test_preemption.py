@@ -69,6 +69,7 @@ def start_and_signal(run_dir: Path, signum: signal.Signals) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=lambda signum: signum.name)
+@pytest.mark.slow
 def test_signalled_run_checkpoints_and_the_restarted_run_continues_exactly(tmp_path, uninterrupted, signum):
     run_dir = tmp_path / "run"
     code, output = start_and_signal(run_dir, signum)
@@ -89,18 +90,58 @@ def test_signalled_run_checkpoints_and_the_restarted_run_continues_exactly(tmp_p
     assert metrics == json.loads((uninterrupted / "metrics.json").read_text())
 
 
-def test_resume_takes_the_newer_of_the_preemption_and_last_checkpoints(tmp_path):
+def test_resume_candidates_are_the_folder_checkpoints_newest_first(tmp_path):
     callback = PreemptionCheckpoint(str(tmp_path))
-    assert callback.resume_path() is None
-    for age, name in ((20, "last.ckpt"), (10, "preempted.ckpt")):
+    assert callback.resume_candidates() == []
+    now = time.time()
+    for age, name in ((30, "step0000002.ckpt"), (20, "last.ckpt"), (10, "preempted.ckpt"), (5, "last.ckpt.partial")):
         (tmp_path / name).write_bytes(b"")
-        os.utime(tmp_path / name, (time.time() - age, time.time() - age))
-    assert callback.resume_path() == tmp_path / "preempted.ckpt"
-    os.utime(tmp_path / "last.ckpt")
-    assert callback.resume_path() == tmp_path / "last.ckpt"
-    assert PreemptionCheckpoint(str(tmp_path), resume=False).resume_path() is None
+        os.utime(tmp_path / name, (now - age, now - age))
+    names = ["preempted.ckpt", "last.ckpt", "step0000002.ckpt"]  # a file still being written is no candidate
+    assert callback.resume_candidates() == [tmp_path / name for name in names]
+    os.utime(tmp_path / "last.ckpt", (now, now))
+    assert callback.resume_candidates()[0] == tmp_path / "last.ckpt"
+    os.utime(tmp_path / "preempted.ckpt", (now, now))  # same time: the preemption's checkpoint first
+    assert callback.resume_candidates()[:2] == [tmp_path / "preempted.ckpt", tmp_path / "last.ckpt"]
+    assert PreemptionCheckpoint(str(tmp_path), resume=False).resume_candidates() == []
     with pytest.raises(ValueError, match="SIGFOO"):
         PreemptionCheckpoint(str(tmp_path), signals=["SIGFOO"])
+
+
+SMTC = [
+    "experiment=smtc_synthetic",
+    "data.train_size=8",
+    "data.batch_size=2",
+    "data.val_size=2",
+    "data.val_frames=2",
+    "model.ema_momentum=0.5",  # the teacher moves a lot per step: one update behind shows at once
+    "trainer.max_steps=5",
+    "trainer.val_check_interval=5",
+    "trainer.log_every_n_steps=1",
+    "callbacks.checkpoint.every_n_train_steps=2",
+    "callbacks.progress_bar=null",
+    "logger=csv",
+]
+
+
+def logged_as_text(output_dir: Path) -> dict[int, dict[str, str]]:
+    """Every ``train/`` value per step, as written in the CSV log (compared as text: bit for bit)."""
+    with open(output_dir / "csv" / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("train/loss")]
+    return {int(row["step"]): {k: v for k, v in row.items() if k.startswith("train/")} for row in rows}
+
+
+def test_smtc_resumes_exactly_with_its_ema_teacher(tmp_path):
+    """The teacher's EMA update is part of the optimiser step, so a checkpoint written after a step
+    (periodic or on preemption: both in a callback's ``on_train_batch_end``) holds the teacher of
+    that step, and the resumed run's teacher loss terms equal the uninterrupted run's."""
+    train(compose_config([*SMTC, f"paths.output_dir={tmp_path / 'full'}"]))
+    checkpoint = tmp_path / "full" / "checkpoints" / "step0000002.ckpt"
+    train(compose_config([*SMTC, f"ckpt_path={checkpoint}", f"paths.output_dir={tmp_path / 'resumed'}"]))
+    full, resumed = logged_as_text(tmp_path / "full"), logged_as_text(tmp_path / "resumed")
+    assert sorted(resumed) == [2, 3, 4]
+    assert {"train/loss/semantic_consistency", "train/loss/instance_consistency"} <= set(resumed[2])  # read the teacher
+    assert {step: full[step] for step in resumed} == resumed
 
 
 def test_csv_logger_keeps_the_rows_before_the_resumed_step_and_drops_the_rest(tmp_path):

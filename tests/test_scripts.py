@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import run_cli
 
 
-def test_bench_data_quick_prints_every_data_module_and_the_decoder_comparison(tmp_path):
+@pytest.mark.slow
+def test_bench_data_quick_prints_every_data_module_the_demand_table_and_the_decoder_comparison(tmp_path):
     result = run_cli("scripts/bench_data.py", ["--quick", "--workdir", str(tmp_path)])
     assert result.returncode == 0, result.stderr[-3000:]
-    for module in ("synthetic", "movi_c", "ytvis2021", "davis2017", "video_files"):
+    for module in ("synthetic", "movi_c", "ytvis2021", "ytvos", "davis2017", "video_files"):
         assert f"| {module} |" in result.stdout
+    for variant in ("config", "legacy", "reduced"):
+        assert f"| data=davis2017 | {variant} |" in result.stdout
+    for recipe, demand in (("slotcontrast_ytvis", 123), ("slotcurri_ytvis", 89), ("smtc_ytvos", 690)):
+        assert f"| {recipe} | {demand} | {3 * demand} |" in result.stdout
     assert "decord / PyAV" in result.stdout
 
 
+@pytest.mark.slow
 def test_bench_experiments_tiny_prints_a_row_per_experiment_and_precision():
-    experiments = ["smtc_ytvos", "slash_movi", "slotcurri_movi"]
+    experiments = ["smtc_ytvos", "slash_movi", "slotcontrast_movi_c", "slotcurri_movi"]
     result = run_cli(
         "scripts/bench_experiments.py", ["--tiny", "--steps", "1", "--warmup", "0", "--experiments", *experiments]
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    rows = {tuple(cells[:2]): cells for cells in (line.strip("| ").split(" | ") for line in result.stdout.splitlines())}
     for experiment in experiments:
-        assert f"| {experiment} | 32-true |" in result.stdout and f"| {experiment} | bf16-mixed |" in result.stdout
+        assert (experiment, "32-true") in rows and (experiment, "bf16-mixed") in rows
+    # hours of SlotContrast's schedule (100k steps of 64 clips) at the measured clips/s, at its precision
+    row = rows[("slotcontrast_movi_c", "32-true")]
+    assert row[7].endswith("(its precision)")
+    assert float(row[7].split()[0]) == pytest.approx(100_000 * 64 / float(row[3]) / 3600, rel=0.01)
+    ratios = {  # SlotCurri / SlotContrast step time per precision, from the same run
+        cells[2]: cells[3:]
+        for cells in (line.strip("| ").split(" | ") for line in result.stdout.splitlines())
+        if cells[:2] == ["slotcurri_movi", "slotcontrast_movi_c"]
+    }
+    assert set(ratios) == {"32-true", "bf16-mixed"}
+    assert all(cells[:2] == ["no", "2 / 2"] and float(cells[2]) > 0 for cells in ratios.values())

@@ -11,13 +11,13 @@ from golden_checks.common import GOLDEN
 from golden_checks.slash import CHECKPOINT_NAMES, rename
 from torch import nn
 
-from ocl.cli import build_model
-from ocl.data.batch import POINTS, VIDEO
+from ocl.build import build_model
+from ocl.contracts.batch import POINTS, VIDEO
+from ocl.contracts.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.data.datamodule import SyntheticDataModule
 from ocl.data.points import PointLabels, WithPointLabels, object_centres
 from ocl.data.sampling import LabelledMixSampler
 from ocl.losses.points import PointSupervision
-from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.modules.ark import AttentionRefiningKernel, gaussian_kernel, token_grid
 from ocl.modules.decoders import SpatialBroadcastDecoder
 from ocl.modules.encoders import CNNEncoder

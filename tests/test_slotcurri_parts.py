@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import compose_config
 from pytorch_msssim import ssim as reference_ssim
 
-from ocl.cli import build_model
-from ocl.losses.ssim3d import StructureSSIM3D, ssim3d
-from ocl.methods.output import ModelOutput
+from ocl.build import build_model
+from ocl.contracts.output import ModelOutput
+from ocl.losses.ssim3d import StructureSSIM3D, gaussian_taps, ssim3d
 from ocl.modules.initialisers import LearnedInit
 from ocl.modules.predictors import TransformerPredictor
 from ocl.modules.slot_attention import SlotAttention
@@ -30,6 +31,64 @@ def test_ssim3d_equals_pytorch_msssim_3d_ssim(shape):
 def test_ssim3d_rejects_volumes_smaller_than_the_window():
     with pytest.raises(ValueError, match="window"):
         ssim3d(torch.rand(1, 2, 2, 5, 5), torch.rand(1, 2, 2, 5, 5))
+
+
+def dense_kernel_ssim3d(x: torch.Tensor, y: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
+    """3-D SSIM ``[B]`` of ``[B, C, T, H, W]`` computed the straightforward way: each of the five
+    moments blurred by its own depthwise conv3d with the full (outer-product) 3-D Gaussian."""
+    taps = gaussian_taps(window, sigma).to(x)
+    kernel = taps[:, None, None] * taps[None, :, None] * taps[None, None, :]
+    channels = x.shape[1]
+
+    def blur(volume: torch.Tensor) -> torch.Tensor:
+        return F.conv3d(volume, kernel.expand(channels, 1, -1, -1, -1), groups=channels)
+
+    mean_x, mean_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mean_x**2, blur(y * y) - mean_y**2, blur(x * y) - mean_x * mean_y
+    c1, c2 = 0.01**2, 0.03**2
+    ssim_map = (2 * mean_x * mean_y + c1) * (2 * cov + c2) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.flatten(1).mean(dim=1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "sigma", "channels_last"),
+    [((2, 5, 4, 6, 7), 3, 1.5, True), ((3, 2, 6, 9, 5), 5, 1.0, False), ((1, 4, 3, 3, 3), 3, 0.7, True)],
+)
+def test_fused_ssim3d_equals_the_dense_kernel_formulation_with_gradients(shape, window, sigma, channels_last):
+    torch.manual_seed(1)
+
+    def volume() -> torch.Tensor:  # token volumes are channels-last views, pixel volumes channels-first
+        batch, channels, *sizes = shape
+        if not channels_last:
+            data = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+            return data, data
+        data = torch.rand(batch, *sizes, channels, dtype=torch.float64, requires_grad=True)
+        return data, data.movedim(-1, 1)
+
+    (x_leaf, x), (y_leaf, y) = volume(), volume()
+    fast = ssim3d(x, y, window, sigma)
+    fast_grads = torch.autograd.grad(fast.square().sum(), (x_leaf, y_leaf))
+    dense = dense_kernel_ssim3d(x, y, window, sigma)
+    dense_grads = torch.autograd.grad(dense.square().sum(), (x_leaf, y_leaf))
+    torch.testing.assert_close(fast, dense, rtol=0, atol=1e-14)
+    for fast_grad, dense_grad in zip(fast_grads, dense_grads, strict=True):
+        torch.testing.assert_close(fast_grad, dense_grad, rtol=0, atol=1e-14)
+    # the custom backward of the blurred moments against finite differences
+    small = [t.detach()[:1, :2].clone().requires_grad_() for t in (x, y)]
+    assert torch.autograd.gradcheck(lambda a, b: ssim3d(a, b, window, sigma), small)
+
+
+def test_structure_loss_on_half_precision_equals_the_loss_on_the_inputs_upcast_first():
+    torch.manual_seed(0)
+    target = torch.randn(2, 4, 12, 6).bfloat16()
+    reconstruction = (target.float() + 0.5 * torch.randn(2, 4, 12, 6)).bfloat16().requires_grad_()
+    loss = StructureSSIM3D()(token_output(reconstruction, target, (3, 4)), {})
+    loss.backward()
+    upcast = reconstruction.detach().float().requires_grad_()
+    expected = StructureSSIM3D()(token_output(upcast, target.float(), (3, 4)), {})
+    expected.backward()
+    assert loss.dtype == torch.float32 and torch.equal(loss, expected)
+    assert reconstruction.grad.dtype == torch.bfloat16 and torch.equal(reconstruction.grad, upcast.grad.bfloat16())
 
 
 def token_output(reconstruction: torch.Tensor, target: torch.Tensor, grid: tuple[int, int]) -> ModelOutput:

@@ -15,7 +15,8 @@ from conftest import REPO, compose_config, run_cli
 from omegaconf import OmegaConf
 from video_fixtures import write_davis, write_davis_unsupervised
 
-from ocl.cli import build_model, train
+from ocl.build import build_model
+from ocl.cli import train
 from ocl.eval.label_propagation import PropagationSettings
 from ocl.eval.propagation_run import evaluate_label_propagation
 from ocl.losses import smtc as smtc_losses
@@ -168,8 +169,7 @@ def test_training_steps_leave_the_teacher_an_ema_of_the_student(tmp_path):
     total.backward()
     assert all(p.grad is None for p in model.teacher_head.parameters())
     assert all(p.grad is None for p in model.teacher_encoder.parameters())
-    optimizer.step()
-    model.on_train_batch_end(None, batch, 0)
+    model.optimizer_step(0, 0, optimizer)  # the step, then the teacher's update
     for teacher, before, student in zip(model.teacher_head.parameters(), teacher_before, model.head.parameters()):
         torch.testing.assert_close(teacher, 0.9 * before + 0.1 * student.detach())
 
@@ -333,6 +333,7 @@ def test_propagation_of_identical_frames_scores_one(tmp_path):
     assert len(list((tmp_path / "still").glob("*.png"))) == 5
 
 
+@pytest.mark.slow
 def test_smtc_trains_then_both_davis_evaluations_run(tmp_path):
     run_dir = tmp_path / "run"
     overrides = [*SYNTHETIC, "trainer.max_steps=3", "trainer.val_check_interval=3", "logger=csv"]
@@ -370,6 +371,7 @@ def test_smtc_trains_then_both_davis_evaluations_run(tmp_path):
         assert len(list((out / "predictions" / "camel").glob("*.png"))) == 3
 
 
+@pytest.mark.slow
 def test_two_process_ddp_training_keeps_one_teacher_on_both_ranks(tmp_path):
     """Real DDP (two gloo processes from train.py) with the recipe's options (encoder at lr 0 for
     2 steps, zero-gradient instance init, noise per frame, one blur sigma): the EMA teachers stay
@@ -393,12 +395,14 @@ def test_two_process_ddp_training_keeps_one_teacher_on_both_ranks(tmp_path):
     assert (result.stdout + result.stderr).count("teacher identical on 2 ranks") == 2
 
 
+@pytest.mark.slow
 def test_label_propagation_of_a_model_without_a_vit_is_a_one_line_error(tmp_path):
     result = run_cli("eval.py", ["eval=label_propagation", "data.val_size=2", f"paths.output_dir={tmp_path}"])
     assert result.returncode != 0
     assert "label propagation needs a ViT encoder" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_segmentation_eval_without_a_checkpoint_says_so(tmp_path):
     result = run_cli("eval.py", [f"paths.output_dir={tmp_path}"])
     assert result.returncode != 0 and "needs ckpt_path" in result.stderr and "Traceback" not in result.stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from ocl.data.batch import validate_batch
+from ocl.contracts.batch import validate_batch
 from ocl.data.datamodule import SyntheticDataModule, VideoDataModule, collate_single_threaded
 from ocl.data.synthetic import (
     LEVELS,

@@ -4,16 +4,21 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import wandb
 from conftest import REPO, TINY, compose_config
 from hydra.utils import instantiate
+from wandb.proto import wandb_internal_pb2
 
-from ocl.cli import build_model, build_trainer, train
+from ocl.build import build_model, build_trainer
+from ocl.cli import train
 from ocl.losses.base import LossTerm
 from ocl.methods.base import NonFiniteLossError
+from ocl.results.wandb_log import read_records
 
 
 def logged_losses(output_dir: Path) -> dict[int, float]:
@@ -124,8 +129,35 @@ def test_wandb_offline_run_writes_its_files(tmp_path):
     assert log_file.stat().st_size > 0
     assert list((runs[0] / "files" / "media" / "videos" / "val").glob("mask_overlay_*.gif"))
     assert list((tmp_path / "visualisations").glob("val_step*.gif"))
+    # The final validation's video is logged at the last step (W&B drops values logged at a step
+    # below its own counter: the video must go under trainer/global_step like the metrics).
+    wandb.finish()  # the run's log is complete once W&B has written it
+    rows = logged_history(log_file)
+    assert [row["trainer/global_step"] for row in rows if "val/mask_overlay" in row] == [2, 2]  # in fit, after it
+    assert any("val/video_fg_ari" in row for row in rows)
 
 
+def logged_history(log_file: Path, timeout_s: float = 60) -> list[dict[str, object]]:
+    """The history rows (top-level key -> value) of a finished local W&B run log; W&B's service
+    writes the log after ``wandb.finish()`` returns, so this waits for its exit record."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = []
+        for serialised in read_records(log_file):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(serialised)
+            records.append(record)
+        if any(record.WhichOneof("record_type") == "exit" for record in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return [
+        {(item.key or item.nested_key[0]): json.loads(item.value_json) for item in record.history.item}
+        for record in records
+        if record.WhichOneof("record_type") == "history"
+    ]
+
+
+@pytest.mark.slow
 def test_train_then_eval_cli_report_the_same_metrics(tmp_path):
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
     subprocess.run(
@@ -150,6 +182,7 @@ def test_train_then_eval_cli_report_the_same_metrics(tmp_path):
             f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}",
             f"hydra.run.dir={eval_dir}",
         ],
+        check=False,
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -178,9 +211,11 @@ def test_train_then_eval_cli_report_the_same_metrics(tmp_path):
     assert 0.0 <= tested["test/video_fg_ari"] <= 1.0 and tested["test/video_fg_ari"] != evaluated["val/video_fg_ari"]
 
 
+@pytest.mark.slow
 def test_eval_of_a_missing_checkpoint_says_where_it_looked(tmp_path):
     result = subprocess.run(
         [sys.executable, "eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}"],
+        check=False,
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ from conftest import compose_config
 from hydra.utils import instantiate
 from video_fixtures import HEIGHT, WIDTH, block_frames, write_mp4
 
-from ocl.data.batch import MASKS, META, VIDEO, validate_batch
+from ocl.contracts.batch import MASKS, META, VIDEO, validate_batch
 from ocl.data.clips import ClipDataset
 from ocl.data.errors import DataError
 from ocl.data.transforms import VideoTransform

@@ -77,6 +77,20 @@ def test_features_and_keys_equal_manual_timm_computation(tmp_path, block, extra)
     assert len(encoder.vit.blocks) == block  # later blocks never run
 
 
+def test_compiled_and_copied_encoders_return_their_own_keys():
+    encoder = ViTEncoder(NAME, image_size=32, weights="random", **TINY)
+    images = torch.rand(2, 3, 32, 32)
+    expected = encoder(images)
+    twin = copy.deepcopy(encoder)  # e.g. SMTC's teacher: its keys come from its own last block
+    with torch.no_grad():
+        twin.vit.blocks[-1].attn.qkv.weight.mul_(2)
+    assert not torch.allclose(twin(images).keys, expected.keys)
+    encoder.compile(backend="eager")  # as compile=true: the keys' hook must run inside the compiled forward
+    compiled = encoder(images)
+    torch.testing.assert_close(compiled.features, expected.features)
+    torch.testing.assert_close(compiled.keys, expected.keys)
+
+
 @pytest.mark.parametrize("size", [(32, 32), (16, 48), (64, 24)])
 def test_token_count_follows_frame_size(size):
     encoder = ViTEncoder(NAME, image_size=32, weights="random", **TINY)

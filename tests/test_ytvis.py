@@ -17,7 +17,7 @@ from video_fixtures import (
     write_ytvis,
 )
 
-from ocl.data.batch import IGNORE_ID, validate_batch
+from ocl.contracts.batch import IGNORE_ID, validate_batch
 from ocl.data.errors import DataError
 from ocl.data.transforms import VideoTransform
 from ocl.data.ytvis import YTVISDataModule

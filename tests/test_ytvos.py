@@ -14,7 +14,7 @@ from PIL import Image
 from video_fixtures import YTVOSFixture, write_jpeg, write_ytvos_train
 
 from ocl.cli import train
-from ocl.data.batch import MASKS, validate_batch
+from ocl.contracts.batch import MASKS, validate_batch
 from ocl.data.clips import VideoSource
 from ocl.data.errors import DataError
 from ocl.data.transforms import VideoTransform

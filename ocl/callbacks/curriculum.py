@@ -30,7 +30,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ocl.methods.output import ModelOutput
+from ocl.contracts.output import ModelOutput
 from ocl.modules.initialisers import LearnedInit
 from ocl.utils.precision import at_least_float32
 

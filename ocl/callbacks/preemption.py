@@ -8,7 +8,8 @@ lets the current training step finish, writes ``<dirpath>/preempted.ckpt`` (weig
 schedule, data position, RNG: the state the periodic checkpoints hold, which resumes exactly),
 then hands the signal to the handler the launcher had installed (submitit's: requeue the job)
 and stops the run with :class:`RunPreempted`. When the job starts again in the same
-run folder with no ``ckpt_path``, ``train`` continues from :meth:`PreemptionCheckpoint.resume_path`.
+run folder with no ``ckpt_path``, ``train`` continues from the newest of
+:meth:`PreemptionCheckpoint.resume_candidates` that loads.
 
 Lightning's own SLURM handler is replaced during training: it saves inside the signal handler,
 wherever the step is (e.g. between the backward pass and the optimiser step), so its
@@ -57,7 +58,7 @@ class PreemptionCheckpoint(pl.Callback):
     Args:
         dirpath: the run's checkpoint folder (``<run folder>/checkpoints``).
         signals: names of the signals that stop the run.
-        resume: a run started without ``ckpt_path`` continues from :meth:`resume_path`.
+        resume: a run started without ``ckpt_path`` continues from one of :meth:`resume_candidates`.
     """
 
     def __init__(
@@ -74,14 +75,17 @@ class PreemptionCheckpoint(pl.Callback):
         self._outer_handlers: dict[signal.Signals, Any] = {}
         self._replaced_handlers: dict[signal.Signals, Any] = {}
 
-    def resume_path(self) -> Path | None:
-        """The newest of ``preempted.ckpt`` and ``last.ckpt`` in ``dirpath`` (None if neither
-        exists or ``resume`` is off): a requeued job continues where its previous part stopped,
-        or from its last periodic checkpoint if it was killed without warning."""
+    def resume_candidates(self) -> list[Path]:
+        """The checkpoints in ``dirpath`` a restarted run may continue from, newest first
+        (``preempted.ckpt``, ``last.ckpt`` and the periodic ones; files being written, ``*.partial``,
+        are left out); empty if ``resume`` is off. A requeued job continues where its previous part
+        stopped, or from its newest periodic checkpoint if it was killed without warning; the
+        caller takes the first that loads (one written as the job was killed may not)."""
         if not self.resume:
-            return None
-        candidates = [path for path in (self.dirpath / CHECKPOINT_NAME, self.dirpath / LAST_NAME) if path.is_file()]
-        return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
+            return []
+        priority = {CHECKPOINT_NAME: 2, LAST_NAME: 1}  # on equal times: the preemption's, then last
+        paths = [path for path in self.dirpath.glob("*.ckpt") if path.is_file()]
+        return sorted(paths, key=lambda path: (path.stat().st_mtime_ns, priority.get(path.name, 0)), reverse=True)
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if self._received is None:
@@ -138,11 +142,11 @@ class PreemptionCheckpoint(pl.Callback):
         self._restore_handlers()
 
 
-def automatic_resume_path(callbacks: Sequence[pl.Callback]) -> Path | None:
-    """Where a run started without ``ckpt_path`` continues from: the
-    :meth:`~PreemptionCheckpoint.resume_path` of the :class:`PreemptionCheckpoint` among
-    ``callbacks`` (None without one)."""
+def automatic_resume_candidates(callbacks: Sequence[pl.Callback]) -> list[Path]:
+    """Where a run started without ``ckpt_path`` may continue from: the
+    :meth:`~PreemptionCheckpoint.resume_candidates` of the :class:`PreemptionCheckpoint` among
+    ``callbacks`` (none without one)."""
     for callback in callbacks:
         if isinstance(callback, PreemptionCheckpoint):
-            return callback.resume_path()
-    return None
+            return callback.resume_candidates()
+    return []

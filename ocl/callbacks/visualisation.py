@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ocl.data.batch import VIDEO
+from ocl.contracts.batch import VIDEO
 
 
 def slot_palette(num_slots: int) -> torch.Tensor:
@@ -133,11 +133,12 @@ class MaskOverlayVideo(pl.Callback):
         )
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
+                # Through the logger, as Lightning logs the metrics: under ``trainer/global_step``,
+                # not W&B's own step (which counts log calls, so ``step=global_step`` would lie
+                # behind it and W&B would drop the video).
                 import wandb
 
-                logger.experiment.log(
-                    {f"{stage}/mask_overlay": wandb.Video(str(path), format="gif")}, step=trainer.global_step
-                )
+                logger.log_metrics({f"{stage}/mask_overlay": wandb.Video(str(path), format="gif")}, trainer.global_step)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._flush(trainer, "val")

@@ -2,7 +2,7 @@
 
 A dataset's reader implements :class:`VideoSource` (how many videos, their lengths, and
 reading chosen frames); :class:`ClipDataset` turns it into items of the batch contract
-(:mod:`ocl.data.batch`). Evaluation reads whole videos (or the first ``clip_length`` frames),
+(:mod:`ocl.contracts.batch`). Evaluation reads whole videos (or the first ``clip_length`` frames),
 training draws random clips through :meth:`ClipDataset.sample`, whose randomness comes from
 the generator the data module passes with each index (so a resumed run draws the same clips
 and crops as an uninterrupted one, whatever the number of workers).
@@ -11,7 +11,8 @@ and crops as an uninterrupted one, whatever the number of workers).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,6 +23,24 @@ from ocl.data.errors import DataError
 from ocl.data.transforms import VideoTransform
 
 Video = TypeVar("Video")
+DecodeSize = Callable[[int, int], tuple[int, int] | None]
+"""``(height, width)`` of a stored frame -> the smallest size it may be decoded at, or None (whole);
+:meth:`~ocl.data.transforms.VideoTransform.decode_size`."""
+
+
+@dataclass(frozen=True)
+class ReadClip:
+    """Frames and labels of a clip as :meth:`VideoSource.read_clip` read them.
+
+    Attributes:
+        frames: uint8 ``[T, h, w, 3]``; smaller than stored when decoded at a reduced scale.
+        masks: int ids ``[T, H, W]`` at the stored size, or None (no labels, or not asked for).
+        size: ``(H, W)``, the stored frame size (what the transform's geometry follows).
+    """
+
+    frames: np.ndarray
+    masks: np.ndarray | None
+    size: tuple[int, int]
 
 
 def hold_out_last(videos: Sequence[Video], split: str, num_val_videos: int, where: str) -> list[Video]:
@@ -61,9 +80,18 @@ class VideoSource(ABC):
         """uint8 frames ``[T, H, W, 3]`` and int instance ids ``[T, H, W]`` (0 background,
         -1 ignore; ``None`` without labels) of the given frames of video ``index``."""
 
+    def read_clip(
+        self, index: int, frame_indices: np.ndarray, labels: bool = True, decode_size: DecodeSize | None = None
+    ) -> ReadClip:
+        """:meth:`read` for a training or evaluation item: ``labels=False`` skips the labels, and a
+        source that can decode frames at a reduced scale (JPEG) may do so down to ``decode_size``.
+        This default reads everything as :meth:`read` does and drops the labels if not asked for."""
+        frames, masks = self.read(index, frame_indices)
+        return ReadClip(frames, masks if labels else None, frames.shape[1:3])
+
 
 class ClipDataset(Dataset):
-    """Items ``{"video", "masks"?, "meta"}`` (see :mod:`ocl.data.batch`) from a :class:`VideoSource`.
+    """Items ``{"video", "masks"?, "meta"}`` (see :mod:`ocl.contracts.batch`) from a :class:`VideoSource`.
 
     Args:
         source: the videos.
@@ -83,6 +111,8 @@ class ClipDataset(Dataset):
         drop_partial_chunks: with ``chunked``, leave out each video's last chunk when it is
             shorter than ``clip_length`` (videos shorter than a chunk then yield no item), as the
             authors' chunked evaluation does.
+        labels: items carry the source's ``masks``; False: the source skips reading them (a
+            training step that reads no labels).
     """
 
     def __init__(
@@ -95,6 +125,7 @@ class ClipDataset(Dataset):
         random_start: bool = True,
         aligned_start: bool = False,
         drop_partial_chunks: bool = False,
+        labels: bool = True,
     ) -> None:
         if clip_length is not None and clip_length < 1:
             raise ValueError(f"clip_length must be >= 1 or None, got {clip_length}")
@@ -106,6 +137,7 @@ class ClipDataset(Dataset):
         self.frame_stride = frame_stride
         self.random_start = random_start
         self.aligned_start = aligned_start
+        self.labels = labels
         self.chunks: list[tuple[int, int]] | None = None
         if drop_partial_chunks and not chunked:
             raise ValueError("drop_partial_chunks needs chunked=True")
@@ -144,14 +176,22 @@ class ClipDataset(Dataset):
             start = int(rng.integers(max(1, length - span + 1)))
         return np.minimum(start + np.arange(self.clip_length) * self.frame_stride, length - 1)
 
-    def sample(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
-        """Video ``index`` as a clip: random start, crop and flip drawn from ``rng`` (None: deterministic)."""
-        return self._item(index, self.clip_frames(index, rng), rng)
+    def sample(self, index: int, rng: np.random.Generator | None, keep_uint8: bool = False) -> dict[str, Any]:
+        """Video ``index`` as a clip: random start, crop and flip drawn from ``rng`` (None: deterministic).
 
-    def _item(self, index: int, frame_indices: np.ndarray, rng: np.random.Generator | None) -> dict[str, Any]:
+        ``keep_uint8``: ``video`` stays uint8 (``x 255``) where the transform leaves it so (see
+        :meth:`~ocl.data.transforms.VideoTransform.apply`), for loaders whose batches are made
+        float on the device (:meth:`~ocl.data.datamodule.VideoDataModule.on_after_batch_transfer`).
+        """
+        return self._item(index, self.clip_frames(index, rng), rng, keep_uint8)
+
+    def _item(
+        self, index: int, frame_indices: np.ndarray, rng: np.random.Generator | None, keep_uint8: bool = False
+    ) -> dict[str, Any]:
         """The given frames of video ``index``, transformed (random crop/flip from ``rng``)."""
-        frames, masks = self.source.read(index, frame_indices)
-        video, labels = self.transform(frames, masks, rng)
+        clip = self.source.read_clip(index, frame_indices, self.labels, self.transform.decode_size)
+        placement = self.transform.draw(*clip.size, rng)
+        video, labels = self.transform.apply(clip.frames, clip.masks, placement, clip.size, keep_uint8)
         item: dict[str, Any] = {
             "video": video,
             "meta": {"video_id": self.source.video_id(index), "frame_indices": torch.from_numpy(frame_indices)},
@@ -173,15 +213,23 @@ class ClipDataset(Dataset):
 
 class SeededDraws(Dataset):
     """Wraps a dataset with a ``sample(index, rng)`` method for a sampler that yields
-    ``(index, position)``: item = ``sample(index, default_rng([seed, position]))``."""
+    ``(index, position)``: item = ``sample(index, default_rng([seed, position]))``.
 
-    def __init__(self, dataset: ClipDataset, seed: int) -> None:
+    ``keep_uint8`` (a :class:`ClipDataset` only): items keep uint8 frames where the transform
+    leaves them so (:meth:`ClipDataset.sample`).
+    """
+
+    def __init__(self, dataset: ClipDataset, seed: int, keep_uint8: bool = False) -> None:
         self.dataset = dataset
         self.seed = seed
+        self.keep_uint8 = keep_uint8
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, position = key
-        return self.dataset.sample(index, np.random.default_rng([self.seed, position]))
+        rng = np.random.default_rng([self.seed, position])
+        if self.keep_uint8:
+            return self.dataset.sample(index, rng, keep_uint8=True)
+        return self.dataset.sample(index, rng)

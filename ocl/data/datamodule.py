@@ -2,11 +2,14 @@
 
 :class:`VideoDataModule` owns everything about loaders (batching, reproducible shuffling,
 workers); a dataset's module only builds its datasets. Every loader yields batches in the
-contract of :mod:`ocl.data.batch`.
+contract of :mod:`ocl.contracts.batch`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import partial
@@ -16,13 +19,15 @@ from typing import Any
 import lightning
 import numpy as np
 import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
-from ocl.data.batch import META, VIDEO
+from ocl.contracts.batch import META, VIDEO
 from ocl.data.clips import ClipDataset, SeededDraws, VideoSource
 from ocl.data.errors import DataError
 from ocl.data.eval_subset import WebDatasetEvalSubset
+from ocl.data.feature_cache import CachedClips, FeatureCache, data_fingerprint
 from ocl.data.points import PointLabels, WithPointLabels
 from ocl.data.sampling import (
     LabelledMixSampler,
@@ -30,8 +35,19 @@ from ocl.data.sampling import (
     RoundRobinBatchSampler,
     check_every_rank_gets_a_batch,
 )
-from ocl.data.synthetic import SyntheticVideoDataset, get_level
-from ocl.data.transforms import VideoTransform
+from ocl.data.synthetic import SyntheticSource, SyntheticVideoDataset, get_level
+from ocl.data.transforms import VideoTransform, to_unit_float
+
+NOT_RESUMABLE_WARNING = (
+    "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable"
+)
+"""Start of Lightning's warning on a mid-epoch resume with a loader that keeps no state."""
+
+
+def silence_not_resumable_warning() -> None:
+    """Silence :data:`NOT_RESUMABLE_WARNING`: false for the training loaders of
+    :meth:`VideoDataModule.train_dataloader`, which start at the resumed step's position."""
+    warnings.filterwarnings("ignore", message=re.escape(NOT_RESUMABLE_WARNING), category=PossibleUserWarning)
 
 
 def _stack_in_numpy(batch: list[torch.Tensor], *, collate_fn_map: dict | None = None) -> torch.Tensor:
@@ -77,9 +93,20 @@ class VideoDataModule(lightning.LightningDataModule):
         val_batch_size: validation batch size; ``None`` uses ``batch_size``.
         num_workers: loader worker processes (kept alive between epochs when > 0).
         seed: seed of the training order (see :class:`~ocl.data.sampling.ResumableRandomSampler`).
-        pin_memory: pin batches in page-locked memory (faster copies to a GPU).
+        pin_memory: pin batches in page-locked memory (faster copies to a GPU); None: when the
+            trainer runs on a CUDA device.
         point_labels: weak point supervision of training items (SLASH; :mod:`ocl.data.points`),
             or None.
+        feature_cache: folder of a frozen-feature cache of the training split
+            (``scripts/cache_features.py``, :mod:`ocl.data.feature_cache`): training items carry
+            the cached encoder features instead of frames; None (the recipes): frames.
+        uint8_transfer: training clips (of a :class:`~ocl.data.clips.ClipDataset`) keep uint8
+            frames from the worker processes to the device, where :meth:`on_after_batch_transfer`
+            divides them by 255 (the same float32 values as the transform's own conversion, a
+            quarter of the bytes to move); only where the transform leaves frames uint8
+            (antialiased bilinear or no resize; float resizes, e.g. bicubic, stay float32). Loader
+            batches then hold uint8 ``video`` until that hook: code that iterates
+            :meth:`train_dataloader` outside a trainer calls it too.
     """
 
     def __init__(
@@ -88,8 +115,10 @@ class VideoDataModule(lightning.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         point_labels: PointLabels | None = None,
+        feature_cache: str | None = None,
+        uint8_transfer: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -103,7 +132,11 @@ class VideoDataModule(lightning.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.pin_memory = pin_memory
+        if feature_cache is not None and point_labels is not None:
+            raise ValueError("data.feature_cache and data.point_labels cannot be combined: cached items carry no masks")
         self.point_labels = point_labels
+        self.feature_cache = feature_cache
+        self.uint8_transfer = uint8_transfer
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -134,10 +167,46 @@ class VideoDataModule(lightning.LightningDataModule):
             batch_sampler=batch_sampler,
             collate_fn=collate_videos if self.num_workers > 0 else collate_single_threaded,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self.pins_memory(),
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # worker seeds; keeps the global RNG untouched
         )
+
+    def pins_memory(self) -> bool:
+        """Whether loaders pin their batches: ``pin_memory``, or (None) whether the trainer's device is CUDA."""
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Frames that stayed uint8 (``uint8_transfer``) become float32 in [0, 1], on the device."""
+        if isinstance(batch, dict) and VIDEO in batch and batch[VIDEO].dtype == torch.uint8:
+            batch[VIDEO] = to_unit_float(batch[VIDEO])
+        return batch
+
+    def dataset_identity(self) -> dict[str, Any]:
+        """What identifies this module's dataset in a feature cache's fingerprint (subclasses add
+        their root or generator settings)."""
+        return {"data_module": type(self).__name__}
+
+    def split_clips(self, split: str) -> ClipDataset:
+        """``split`` as a :class:`~ocl.data.clips.ClipDataset` with the transform it is read with
+        (what a feature cache of that split encodes)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot serve a split as clips for a feature cache")
+
+    def cache_fingerprint(self, split: str, clips: ClipDataset) -> dict[str, Any]:
+        """The data fields of a feature cache's fingerprint for ``split`` read as ``clips``."""
+        return data_fingerprint(self.dataset_identity(), split, clips)
+
+    def _cached_train_set(self, clips: ClipDataset) -> CachedClips:
+        """The training clips read from ``feature_cache``, checked against this module's training
+        split and, inside a ``trainer.fit``, against the method's frozen encoder (FeatureCacheError)."""
+        cache = FeatureCache(self.feature_cache)
+        cache.check(self.cache_fingerprint("train", clips))
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if model is not None:
+            cache.check_model(model.frozen_feature_fingerprint(), type(model).__name__)
+        return CachedClips(clips, cache)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches for the whole run, starting where a resumed run left off.
@@ -152,9 +221,11 @@ class VideoDataModule(lightning.LightningDataModule):
         (:class:`~ocl.data.sampling.LabelledMixSampler`, resumable and sharded the same way).
         """
         dataset = self._dataset(self.train_set, "train")
-        draws = isinstance(dataset, ClipDataset)
+        draws = isinstance(dataset, (ClipDataset, CachedClips))
         if draws:
-            dataset = SeededDraws(dataset, self.seed)
+            dataset = SeededDraws(
+                dataset, self.seed, keep_uint8=self.uint8_transfer and isinstance(dataset, ClipDataset)
+            )
         trainer = self.trainer
         if trainer is None:
             steps, rank, world_size, accumulate = None, 0, 1, 1
@@ -165,6 +236,7 @@ class VideoDataModule(lightning.LightningDataModule):
             accumulate = trainer.accumulate_grad_batches
             if self.val_set is not None:  # fail now rather than at the first validation
                 check_every_rank_gets_a_batch(len(self.val_set), self.val_batch_size, world_size)
+            silence_not_resumable_warning()  # the samplers below start where the resumed run left off
         if self.point_labels is not None:
             return self._point_labelled_loader(dataset, draws, steps, rank, world_size, accumulate)
         if steps is None:
@@ -260,8 +332,8 @@ class SyntheticDataModule(VideoDataModule):
         test_size: number of test videos (``val_frames`` long, a third disjoint seed stream).
         cache: keep generated videos in memory (per worker process; ~4 bytes per pixel and
             frame, e.g. 98 KB per 6-frame 64 x 64 video).
-        batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels: see
-            :class:`VideoDataModule`; ``seed`` also seeds the data.
+        batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels, feature_cache:
+            see :class:`VideoDataModule`; ``seed`` also seeds the data.
     """
 
     def __init__(
@@ -278,16 +350,39 @@ class SyntheticDataModule(VideoDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache: bool = True,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         point_labels: PointLabels | None = None,
+        feature_cache: str | None = None,
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels)
+        super().__init__(batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels, feature_cache)
         # Videos are generated lazily, on first access, so the datasets are cheap to build here,
         # and bad arguments fail when the configuration is instantiated.
         dataset = partial(SyntheticVideoDataset, level=get_level(level), resolution=resolution, seed=seed, cache=cache)
-        self.train_set = dataset("train", train_size, num_frames=train_frames)
-        self.val_set = dataset("val", val_size, num_frames=val_frames)
-        self.test_set = dataset("test", test_size, num_frames=val_frames)
+        self.videos = {
+            "train": dataset("train", train_size, num_frames=train_frames),
+            "val": dataset("val", val_size, num_frames=val_frames),
+            "test": dataset("test", test_size, num_frames=val_frames),
+        }
+        self.train_set, self.val_set, self.test_set = self.videos["train"], self.videos["val"], self.videos["test"]
+
+    def dataset_identity(self) -> dict[str, Any]:
+        level = self.videos["train"].level
+        resolution = self.videos["train"].resolution
+        return {
+            **super().dataset_identity(),
+            "level": dataclasses.asdict(level),
+            "resolution": resolution,
+            "seed": self.seed,
+        }
+
+    def split_clips(self, split: str) -> ClipDataset:
+        """Whole generated videos, as they are (:class:`~ocl.data.synthetic.SyntheticSource`)."""
+        return ClipDataset(SyntheticSource(self.videos[split]))
+
+    def setup(self, stage: str | None = None) -> None:
+        """With ``feature_cache``, training reads the cache (checked here) instead of the videos."""
+        if self.feature_cache is not None and stage in ("fit", None) and not isinstance(self.train_set, CachedClips):
+            self.train_set = self._cached_train_set(self.split_clips("train"))
 
 
 class StoredVideoDataModule(VideoDataModule, ABC):
@@ -317,7 +412,11 @@ class StoredVideoDataModule(VideoDataModule, ABC):
         eval_subset: score only the items the authors' WebDataset validation loader scores
             (:class:`~ocl.data.eval_subset.WebDatasetEvalSubset`; their YT-VIS configs score a
             part of the held-out videos); None: every item.
-        batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels: see :class:`VideoDataModule`.
+        train_masks: training items carry the labels (``masks``); False: the training split reads
+            none (a training step reads no labels: losses and metrics never see them; point labels
+            need them).
+        batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels, feature_cache,
+            uint8_transfer: see :class:`VideoDataModule`.
     """
 
     def __init__(
@@ -332,15 +431,23 @@ class StoredVideoDataModule(VideoDataModule, ABC):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         eval_chunked: bool = False,
         train_random_start: bool = True,
         point_labels: PointLabels | None = None,
         train_aligned_start: bool = False,
         eval_drop_partial_chunks: bool = False,
         eval_subset: WebDatasetEvalSubset | None = None,
+        feature_cache: str | None = None,
+        train_masks: bool = True,
+        uint8_transfer: bool = False,
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels)
+        super().__init__(
+            batch_size, val_batch_size, num_workers, seed, pin_memory, point_labels, feature_cache, uint8_transfer
+        )
+        if point_labels is not None and not train_masks:
+            raise ValueError("data.point_labels are computed from the training masks: set data.train_masks=true")
+        self.train_masks = train_masks
         self.root = Path(root).expanduser()
         self.train_clip_length = train_clip_length
         if eval_chunked and eval_clip_length is None:
@@ -365,28 +472,39 @@ class StoredVideoDataModule(VideoDataModule, ABC):
         """Splits a Lightning ``stage`` needs."""
         return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
 
+    def dataset_identity(self) -> dict[str, Any]:
+        return {**super().dataset_identity(), "root": str(self.root.resolve())}
+
+    def split_clips(self, split: str) -> ClipDataset:
+        """Training: random ``train_clip_length``-frame clips with ``train_transform``; evaluation:
+        ``eval_clip_length`` items (chunks) with ``eval_transform``, every video (no ``eval_subset``)."""
+        if split == "train":
+            return ClipDataset(
+                self.open_source(split),
+                self.train_clip_length,
+                self.train_transform,
+                self.frame_stride,
+                random_start=self.train_random_start,
+                aligned_start=self.train_aligned_start,
+                labels=self.train_masks,
+            )
+        return ClipDataset(
+            self.open_source(split),
+            self.eval_clip_length,
+            self.eval_transform,
+            chunked=self.eval_chunked,
+            drop_partial_chunks=self.eval_drop_partial_chunks,
+        )
+
     def setup(self, stage: str | None = None) -> None:
+        """Open the splits ``stage`` needs; with ``feature_cache``, training reads the cache
+        (checked here) instead of the frames."""
         for split in self.splits_for(stage):
             if getattr(self, f"{split}_set") is not None:
                 continue
-            if split == "train":
-                dataset = ClipDataset(
-                    self.open_source(split),
-                    self.train_clip_length,
-                    self.train_transform,
-                    self.frame_stride,
-                    random_start=self.train_random_start,
-                    aligned_start=self.train_aligned_start,
-                )
-            else:
-                source = self.open_source(split)
-                dataset = ClipDataset(
-                    source,
-                    self.eval_clip_length,
-                    self.eval_transform,
-                    chunked=self.eval_chunked,
-                    drop_partial_chunks=self.eval_drop_partial_chunks,
-                )
-                if self.eval_subset is not None:
-                    dataset = Subset(dataset, self.eval_subset.select(dataset.item_videos(), len(source)))
+            dataset = self.split_clips(split)
+            if split == "train" and self.feature_cache is not None:
+                dataset = self._cached_train_set(dataset)
+            elif split != "train" and self.eval_subset is not None:
+                dataset = Subset(dataset, self.eval_subset.select(dataset.item_videos(), len(dataset.source)))
             setattr(self, f"{split}_set", dataset)

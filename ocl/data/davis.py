@@ -17,7 +17,7 @@ object discovery is scored against it (``eval=object_discovery``).
 
 Labels: a PNG's pixel values are palette indices: ``0`` background, ``k`` object ``k`` (the
 same object in every frame of the sequence), ``255`` void, which becomes
-:data:`~ocl.data.batch.IGNORE_ID`. Every frame must have its PNG (as in the trainval
+:data:`~ocl.contracts.batch.IGNORE_ID`. Every frame must have its PNG (as in the trainval
 release); a missing one is a :class:`~ocl.data.errors.DataError` naming it.
 
 Splits: ``train`` and ``val`` as listed in ``ImageSets/2017``; ``test`` serves the ``val``
@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from ocl.data.batch import IGNORE_ID
-from ocl.data.clips import VideoSource
+from ocl.contracts.batch import IGNORE_ID
+from ocl.data.clips import DecodeSize, ReadClip, VideoSource
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
-from ocl.data.images import list_stems, read_palette_indices, read_rgb
+from ocl.data.images import list_stems, read_palette_indices, read_video_frames
 
 RESOLUTIONS = ("480p", "Full-Resolution")
 SPLITS = ("train", "val")
@@ -142,21 +142,29 @@ class DavisSource(VideoSource):
 
     def read(self, index: int, frame_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 frames ``[T, H, W, 3]`` and int16 ids ``[T, H, W]`` (0 background, k object k, IGNORE_ID void)."""
+        clip = self.read_clip(index, frame_indices)
+        return clip.frames, clip.masks
+
+    def read_clip(
+        self, index: int, frame_indices: np.ndarray, labels: bool = True, decode_size: DecodeSize | None = None
+    ) -> ReadClip:
+        """As :meth:`read`; the annotations are read only with ``labels``, frames at a reduced scale
+        down to ``decode_size``. DataError naming a frame or annotation whose size differs."""
         sequence = self.sequences[index]
-        frames, masks = [], []
-        for t in frame_indices:
-            name = self.frames[index][int(t)]
-            frame = read_rgb(self.image_dir / sequence / f"{name}.jpg")
+        names = [self.frames[index][int(t)] for t in frame_indices]
+        frames, size = read_video_frames([self.image_dir / sequence / f"{name}.jpg" for name in names], decode_size)
+        if not labels:
+            return ReadClip(frames, None, size)
+        masks = []
+        for name in names:
             path = self.annotation_dir / sequence / f"{name}.png"
-            labels = read_annotation(path)
-            if labels.shape != frame.shape[:2]:
+            masks.append(read_annotation(path))
+            if masks[-1].shape != size:
                 raise DataError(
-                    f"{path} is {labels.shape[0]}x{labels.shape[1]} (HxW) but its frame "
-                    f"{self.image_dir / sequence / name}.jpg is {frame.shape[0]}x{frame.shape[1]}"
+                    f"{path} is {masks[-1].shape[0]}x{masks[-1].shape[1]} (HxW) but its frame "
+                    f"{self.image_dir / sequence / name}.jpg is {size[0]}x{size[1]}"
                 )
-            frames.append(frame)
-            masks.append(labels)
-        return np.stack(frames), np.stack(masks)
+        return ReadClip(frames, np.stack(masks), size)
 
 
 class DavisDataModule(StoredVideoDataModule):

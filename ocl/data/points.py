@@ -3,7 +3,7 @@
 A data module with ``point_labels`` (``data.point_labels`` in ``configs/experiment/slash_*.yaml``) marks a seeded
 ``labelled_fraction`` of its training set as labelled, composes each batch of ``batch_fraction``
 labelled items followed by others (:class:`~ocl.data.sampling.LabelledMixSampler`) and gives every
-training item a ``points`` entry (:mod:`ocl.data.batch`): the centres ``(x, y)`` of its objects for
+training item a ``points`` entry (:mod:`ocl.contracts.batch`): the centres ``(x, y)`` of its objects for
 the labelled part of the batch, all NaN for the rest.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ocl.data.batch import MASKS, POINTS
+from ocl.contracts.batch import MASKS, POINTS
 from ocl.data.errors import DataError
 
 CENTRES = ("mass", "box")

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ocl.data.clips import VideoSource
+
 SHAPES = ("circle", "ellipse", "square", "diamond", "triangle", "star", "cross")
 TEXTURES = ("solid", "stripes", "checker", "two_tone")
 BACKGROUNDS = ("plain", "gradient", "checker", "noise")
@@ -487,7 +489,7 @@ class SyntheticVideoDataset(Dataset):
 
     Video ``i`` comes from :func:`video_seed` ``(seed, split, i)``, so splits never share a
     video and any video can be regenerated from its id alone. Items follow the batch contract
-    (:mod:`ocl.data.batch`) without the batch dimension:
+    (:mod:`ocl.contracts.batch`) without the batch dimension:
     ``{"video": float32 [T, 3, H, W] in [0, 1], "masks": int64 [T, H, W],
     "meta": {"video_id": "<split>_<i:06d>", "frame_indices": int64 [T]}}``.
 
@@ -545,6 +547,10 @@ class SyntheticVideoDataset(Dataset):
             self._cache[index] = arrays
         return arrays
 
+    def video_id(self, index: int) -> str:
+        """The name of video ``index``: ``<split>_<index:06d>``."""
+        return f"{self.split}_{index:06d}"
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Video ``index`` in the batch contract's per-sample form (see the class docs)."""
         video, masks = self.arrays(index)
@@ -555,7 +561,29 @@ class SyntheticVideoDataset(Dataset):
             "video": torch.from_numpy(np.ascontiguousarray(frames)),
             "masks": torch.from_numpy(masks.astype(np.int64)),
             "meta": {
-                "video_id": f"{self.split}_{index:06d}",
+                "video_id": self.video_id(index),
                 "frame_indices": torch.arange(self.num_frames, dtype=torch.int64),
             },
         }
+
+
+class SyntheticSource(VideoSource):
+    """The videos of a :class:`SyntheticVideoDataset` as a :class:`~ocl.data.clips.VideoSource`, so
+    that a :class:`~ocl.data.clips.ClipDataset` (whole videos, no transform) reads them as it reads
+    stored ones: item ``i`` equals ``dataset[i]`` (the frozen-feature cache reads splits this way)."""
+
+    def __init__(self, dataset: SyntheticVideoDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def video_id(self, index: int) -> str:
+        return self.dataset.video_id(index)
+
+    def num_frames(self, index: int) -> int:
+        return self.dataset.num_frames
+
+    def read(self, index: int, frame_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        video, masks = self.dataset.arrays(index)
+        return video[frame_indices], masks[frame_indices].astype(np.int64)

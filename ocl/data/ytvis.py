@@ -17,7 +17,7 @@ they are the frames read. ``iscrowd`` is not used (YouTube-VIS has no crowd trac
 Labels (``read``): per video, instance ``m`` (1-based, in the order of the JSON's
 ``annotations``) is id ``m`` in every frame, ``0`` is background. **Overlaps**: YouTube-VIS
 masks of different objects may overlap; pixels covered by more than one object are
-:data:`~ocl.data.batch.IGNORE_ID` (no metric scores them), so that no object's extent depends
+:data:`~ocl.contracts.batch.IGNORE_ID` (no metric scores them), so that no object's extent depends
 on the order of the annotations.
 
 Splits: only the train labels are public. ``val`` is the *last* ``num_val_videos`` videos of
@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ocl.data.batch import IGNORE_ID
-from ocl.data.clips import VideoSource, hold_out_last
+from ocl.contracts.batch import IGNORE_ID
+from ocl.data.clips import DecodeSize, ReadClip, VideoSource, hold_out_last
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
-from ocl.data.images import read_rgb
+from ocl.data.images import read_rgb_scaled
 
 ANNOTATION_FILES = {2019: "train.json", 2021: "train/instances.json"}
 """Train JSON of each version, relative to the dataset root."""
@@ -164,7 +164,7 @@ def decode_segmentation(segmentation: Any, height: int, width: int, where: str) 
         mask = mask_utils.decode(rle)
     except Exception as error:  # pycocotools raises bare Exceptions and TypeErrors for malformed input
         raise DataError(f"{where}: cannot decode the segmentation: {error}") from error
-    return mask.astype(bool)
+    return mask.view(bool)  # 0/1 bytes, column-major as decoded
 
 
 def _check_frames_exist(image_dir: Path, videos: Sequence[YTVISVideo], json_path: Path) -> None:
@@ -215,24 +215,33 @@ class YTVISSource(VideoSource):
 
     def read(self, index: int, frame_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 frames ``[T, H, W, 3]`` and int16 ids ``[T, H, W]`` (0 background, 1..M, IGNORE_ID on overlaps)."""
-        video = self.videos[index]
-        frames = np.stack([self._frame(video, int(t)) for t in frame_indices])
-        masks = np.stack([self._labels(video, int(t)) for t in frame_indices])
-        return frames, masks
+        clip = self.read_clip(index, frame_indices)
+        return clip.frames, clip.masks
 
-    def _frame(self, video: YTVISVideo, t: int) -> np.ndarray:
+    def read_clip(
+        self, index: int, frame_indices: np.ndarray, labels: bool = True, decode_size: DecodeSize | None = None
+    ) -> ReadClip:
+        """As :meth:`read`; the segmentations of the clip's frames are decoded only with ``labels``,
+        frames at a reduced scale down to ``decode_size``."""
+        video = self.videos[index]
+        frames = np.stack([self._frame(video, int(t), decode_size) for t in frame_indices])
+        masks = np.stack([self._labels(video, int(t)) for t in frame_indices]) if labels else None
+        return ReadClip(frames, masks, (video.height, video.width))
+
+    def _frame(self, video: YTVISVideo, t: int, decode_size: DecodeSize | None) -> np.ndarray:
         path = self.image_dir / video.file_names[t]
-        frame = read_rgb(path)
-        if frame.shape[:2] != (video.height, video.width):
+        frame, size = read_rgb_scaled(path, decode_size)
+        if size != (video.height, video.width):
             raise DataError(
-                f"{path} is {frame.shape[0]}x{frame.shape[1]} (HxW) but {self.json_path} says video {video.name} "
+                f"{path} is {size[0]}x{size[1]} (HxW) but {self.json_path} says video {video.name} "
                 f"is {video.height}x{video.width}"
             )
         return frame
 
     def _labels(self, video: YTVISVideo, t: int) -> np.ndarray:
-        labels = np.zeros((video.height, video.width), np.int16)
-        coverage = np.zeros((video.height, video.width), np.uint8)
+        """int16 ids ``[H, W]`` of frame ``t`` (column-major memory, as pycocotools decodes masks)."""
+        labels = np.zeros((video.height, video.width), np.int16, order="F")
+        coverage = np.zeros((video.height, video.width), np.uint8, order="F")
         for instance, track in enumerate(video.tracks, start=1):
             if track[t] is None:
                 continue

@@ -68,10 +68,10 @@ from typing import Any
 
 import numpy as np
 
-from ocl.data.clips import ClipDataset, VideoSource, hold_out_last
+from ocl.data.clips import ClipDataset, DecodeSize, ReadClip, VideoSource, hold_out_last
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.errors import DataError
-from ocl.data.images import list_stems, read_rgb
+from ocl.data.images import list_stems, read_video_frames
 
 log = logging.getLogger(__name__)
 
@@ -174,16 +174,16 @@ class YouTubeVOSSource(VideoSource):
     def read(self, index: int, frame_indices: np.ndarray) -> tuple[np.ndarray, None]:
         """uint8 frames ``[T, H, W, 3]`` of video ``index`` and no labels; DataError naming a corrupt JPEG
         or a frame whose size differs from the clip's first frame."""
+        return self.read_clip(index, frame_indices).frames, None
+
+    def read_clip(
+        self, index: int, frame_indices: np.ndarray, labels: bool = True, decode_size: DecodeSize | None = None
+    ) -> ReadClip:
+        """As :meth:`read`, with frames decoded at a reduced scale down to ``decode_size`` (no labels either way)."""
         video = self.videos[index]
         paths = [self.image_dir / video.name / f"{video.frames[int(t)]}.jpg" for t in frame_indices]
-        frames = [read_rgb(path) for path in paths]
-        for path, frame in zip(paths[1:], frames[1:]):
-            if frame.shape != frames[0].shape:
-                raise DataError(
-                    f"{path} is {frame.shape[0]}x{frame.shape[1]} (HxW) but {paths[0]} of the same video is "
-                    f"{frames[0].shape[0]}x{frames[0].shape[1]}; re-extract the video from the download"
-                )
-        return np.stack(frames), None
+        frames, size = read_video_frames(paths, decode_size)
+        return ReadClip(frames, None, size)
 
 
 class YouTubeVOSDataModule(StoredVideoDataModule):

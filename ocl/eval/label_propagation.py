@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ocl.data.batch import IGNORE_ID
+from ocl.contracts.batch import IGNORE_ID
 from ocl.utils.precision import at_least_float32
 
 AFFINITY_ELEMENTS = 1 << 24

@@ -41,8 +41,8 @@ from scipy.optimize import linear_sum_assignment
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ocl.cli import UsageError, build_datamodule, report_metrics
-from ocl.data.batch import IGNORE_ID, MASKS, VIDEO
+from ocl.build import UsageError, build_datamodule, report_metrics
+from ocl.contracts.batch import IGNORE_ID, MASKS, VIDEO
 from ocl.eval.propagation_run import native_videos
 from ocl.metrics.jandf import _pair_scores, boundary_radius
 from ocl.predict.model import load_trained_model, resolve_device

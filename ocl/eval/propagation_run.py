@@ -34,8 +34,8 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ocl.cli import UsageError, build_datamodule, build_model, report_metrics
-from ocl.data.batch import MASKS, META, VIDEO
+from ocl.build import UsageError, build_datamodule, build_model, report_metrics
+from ocl.contracts.batch import MASKS, META, VIDEO
 from ocl.data.clips import ClipDataset
 from ocl.data.datamodule import StoredVideoDataModule
 from ocl.data.images import write_palette_png

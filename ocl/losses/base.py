@@ -8,14 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ocl.methods.output import ModelOutput
+from ocl.contracts.output import ModelOutput
 
 
 class LossTerm(nn.Module, ABC):
     """A loss term: reads the model output and the batch, returns an unweighted scalar.
 
     The method multiplies it by ``weight`` and logs it as ``train/loss/<name>``. A term reads
-    only fields of :class:`~ocl.methods.output.ModelOutput` and the batch, so it works on any
+    only fields of :class:`~ocl.contracts.output.ModelOutput` and the batch, so it works on any
     method whose output has what it needs.
     """
 

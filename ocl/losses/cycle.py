@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ocl.contracts.output import ModelOutput
 from ocl.losses.base import LossTerm
-from ocl.methods.output import ModelOutput
 
 LOG_FLOOR = 1e-6
 """Probabilities are clamped to this before the log (fp32)."""

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from ocl.data.batch import POINTS
+from ocl.contracts.batch import POINTS
+from ocl.contracts.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.losses.base import LossTerm
-from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 
 AVERAGES = ("labelled", "matched")
 

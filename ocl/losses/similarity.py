@@ -7,8 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ocl.contracts.output import ModelOutput
 from ocl.losses.base import LossTerm
-from ocl.methods.output import ModelOutput
 from ocl.utils.precision import at_least_float32
 
 KEYS = "keys"

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from ocl.contracts.output import ModelOutput
 from ocl.losses.base import LossTerm
-from ocl.methods.output import ModelOutput
 from ocl.utils.precision import at_least_float32
 
 SEMANTIC_LOGITS = "semantic_logits"

@@ -14,10 +14,10 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ocl.data.batch import VIDEO
+from ocl.contracts.batch import num_items
+from ocl.contracts.output import ModelOutput
 from ocl.data.sampling import global_batch_index
 from ocl.losses.base import LossTerm
-from ocl.methods.output import ModelOutput
 from ocl.utils.rng import capture_rng_state, restore_rng_state, seeded
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -71,7 +71,13 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
 
     @abstractmethod
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
-        """Run the method on a batch (see :mod:`ocl.data.batch`)."""
+        """Run the method on a batch (see :mod:`ocl.contracts.batch`)."""
+
+    def frozen_feature_fingerprint(self) -> dict[str, Any] | None:
+        """What a frozen-feature cache (``data.feature_cache``, :mod:`ocl.data.feature_cache`) must
+        match to stand in for this method's frozen encoder: ``{"encoder", "resolution", "keys"}``;
+        None (the default): the method has no frozen encoder a cache could replace."""
+        return None
 
     def compute_losses(
         self, output: ModelOutput, batch: dict[str, Any]
@@ -91,11 +97,12 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
             values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
             raise NonFiniteLossError(
                 f"non-finite training loss at step {self.global_step} (rank {self.global_rank}: {values}); stopped "
-                "before the optimiser step, so the checkpoints already written are intact. Resume from the last one "
-                "with ckpt_path=..."
+                "before the optimiser step, so the checkpoints already written are intact.\n"
+                "  To continue from the last one at a lower learning rate: the same command with\n"
+                "  ckpt_path=<run folder>/checkpoints/<checkpoint> model.optimizer.lr=<lower> resume.reset_schedule=true"
             )
         # Losses are averaged over DDP ranks (equal batches: the loss of the global batch, as on one process).
-        batch_size = batch[VIDEO].shape[0]
+        batch_size = num_items(batch)
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         for name, value in terms.items():
@@ -111,7 +118,7 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
         if not self.eval_losses:
             return {"output": output}
         total, _ = self.compute_losses(output, batch)
-        self.log(f"{stage}/loss", total, batch_size=batch[VIDEO].shape[0], sync_dist=True)
+        self.log(f"{stage}/loss", total, batch_size=num_items(batch), sync_dist=True)
         return {"loss": total, "output": output}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:

@@ -8,8 +8,9 @@ One module, configured per paper (``configs/model/videosaur.yaml``, ``slotcontra
 - SlotContrast: learned fixed init, corrector with residual MLP, MLP broadcast decoder that
   reconstructs the block features; its slot-slot contrastive loss reads only the slots.
 
-The frozen encoder is called in :meth:`FeatureVideoMethod.encode` and nowhere else, so a
-feature cache can replace it without touching the rest of the step.
+The frozen encoder is called in :meth:`FeatureVideoMethod.encode` and nowhere else; a batch
+from a frozen-feature cache (``data.feature_cache``) carries the features instead, and the step
+skips the encoder (:meth:`FeatureVideoMethod.frame_features`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ocl.data.batch import VIDEO
+from ocl.contracts.batch import FEATURE_KEYS, FEATURES, VIDEO
+from ocl.contracts.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS
 from ocl.methods.base import ObjectCentricMethod
 from ocl.methods.encoder_weights import leave_out_frozen_encoder, put_back_frozen_encoder
-from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.modules.encoders import TokenMLP
 from ocl.modules.video import VideoSlotProcessor
 from ocl.modules.vit import ViTEncoder, ViTFeatures
@@ -98,12 +99,44 @@ class FeatureVideoMethod(ObjectCentricMethod):
         """``video [B, T, 3, H, W]`` -> frozen features of all frames (``[B*T, N, D]`` each)."""
         return self.encoder(video.flatten(0, 1))
 
+    def frame_features(self, batch: dict[str, Any]) -> tuple[ViTFeatures, int, int]:
+        """The frozen features of the batch's ``B * T`` frames (``[B*T, N, D]`` each), ``B``, ``T``:
+        the encoder's output on ``video``, or, without running the encoder, the ``features`` and
+        ``feature_keys`` ``[B, T, N, D]`` of a frozen-feature cache (:mod:`ocl.data.feature_cache`),
+        converted to the model's dtype."""
+        if FEATURES not in batch:
+            video = batch[VIDEO]
+            return self.encode(video), video.shape[0], video.shape[1]
+        features, keys = batch[FEATURES], batch.get(FEATURE_KEYS)
+        batch_size, num_frames, tokens, dim = features.shape
+        if (tokens, dim) != (self.num_tokens, self.encoder.embed_dim):
+            raise ValueError(
+                f"cached features have {tokens} tokens of {dim} channels; {self.encoder.model_name} at "
+                f"{self.encoder.image_size} px gives {self.num_tokens} of {self.encoder.embed_dim}"
+            )
+        if self.predict_similarity and keys is None:
+            raise ValueError(f"the batch has '{FEATURES}' but no '{FEATURE_KEYS}', which predict_similarity reads")
+        dtype = next(self.token_mlp.parameters()).dtype
+        return (
+            ViTFeatures(
+                features=features.flatten(0, 1).to(dtype),
+                keys=None if keys is None else keys.flatten(0, 1).to(dtype),
+                grid=self.encoder.grid_size(self.encoder.image_size),
+            ),
+            batch_size,
+            num_frames,
+        )
+
+    def frozen_feature_fingerprint(self) -> dict[str, Any]:
+        """What a frozen-feature cache must match to stand in for :meth:`encode`: the encoder and
+        resolution (:meth:`ViTEncoder.cache_fingerprint`), and ``keys``: whether the attention keys
+        are read (``predict_similarity``)."""
+        return {**self.encoder.cache_fingerprint(), "keys": self.predict_similarity}
+
     def forward(self, batch: dict[str, Any], previous_slots: torch.Tensor | None = None) -> ModelOutput:
         """``previous_slots [B, K, d]``: continue a video from the slots of the frame before this
         batch's first (see :class:`~ocl.modules.video.VideoSlotProcessor`); None starts it."""
-        video = batch[VIDEO]
-        batch_size, num_frames = video.shape[:2]
-        encoded = self.encode(video)
+        encoded, batch_size, num_frames = self.frame_features(batch)
         tokens = self.token_mlp(encoded.features).unflatten(0, (batch_size, num_frames))
         slots, attention, points = self.processor(
             tokens, encoded.grid, self.processor.select_context(batch), previous_slots

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ocl.data.batch import VIDEO
+from ocl.contracts.batch import VIDEO
+from ocl.contracts.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.methods.base import ObjectCentricMethod
-from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.modules.ark import token_grid
 from ocl.modules.decoders import SpatialBroadcastDecoder
 from ocl.modules.video import VideoSlotProcessor

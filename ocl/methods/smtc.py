@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 
-from ocl.data.batch import VIDEO
+from ocl.contracts.batch import VIDEO
+from ocl.contracts.output import ModelOutput
 from ocl.losses.smtc import INSTANCE_EMBEDDINGS, INSTANCE_SLOTS, SEMANTIC_LOGITS, SEMANTIC_SLOTS, TEACHER, TEACHER_KEYS
 from ocl.methods.base import ObjectCentricMethod
 from ocl.methods.encoder_weights import leave_out_frozen_encoder, put_back_frozen_encoder
-from ocl.methods.output import ModelOutput
 from ocl.modules.augment import PhotometricAugmentation
 from ocl.modules.ema import ExponentialMovingAverage
 from ocl.modules.semantic_instance import SemanticInstanceHead, SemanticInstanceOutput
@@ -167,10 +167,6 @@ class SMTC(ObjectCentricMethod):
             INSTANCE_EMBEDDINGS: output.embeddings,
         }
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """After the optimiser step: move the teacher's head towards the student's."""
-        self.teacher_head.update(self.head)
-
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Encoder and head, each split into weights (with weight decay) and biases / norm
         parameters (without), as the authors' ``get_params_groups``; the encoder's groups carry
@@ -190,8 +186,13 @@ class SMTC(ObjectCentricMethod):
         optimizer: torch.optim.Optimizer | LightningOptimizer,
         optimizer_closure: Callable[[], Any] | None = None,
     ) -> None:
-        """The optimiser step; with ``encoder_freeze="zero_lr"`` and the encoder still frozen, the
-        encoder's groups step at learning rate 0 (their scheduled rate is put back afterwards)."""
+        """The optimiser step, then the teacher's EMA update (:meth:`update_teacher`). With
+        ``encoder_freeze="zero_lr"`` and the encoder still frozen, the encoder's groups step at
+        learning rate 0 (their scheduled rate is put back afterwards).
+
+        The update belongs to the step itself, not to ``on_train_batch_end``: Lightning runs the
+        callbacks' ``on_train_batch_end`` (where checkpoints are written) before the module's, so a
+        checkpoint would hold the teacher one update behind and a resumed run would differ."""
         groups = optimizer.param_groups
         at_zero_lr = self.encoder_freeze == "zero_lr" and self._encoder_frozen()
         frozen = [group for group in groups if group.get("encoder")] if at_zero_lr else []
@@ -203,6 +204,12 @@ class SMTC(ObjectCentricMethod):
         finally:
             for group, lr in zip(frozen, scheduled, strict=True):
                 group["lr"] = lr
+        self.update_teacher()
+
+    def update_teacher(self) -> None:
+        """The teacher's EMA update: its head moves towards the student's (its encoder stays the
+        frozen copy, as the authors' update skips every ``encoder`` parameter)."""
+        self.teacher_head.update(self.head)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

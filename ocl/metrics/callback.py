@@ -1,6 +1,6 @@
 """Lightning callback that scores every method's masks on the validation and test sets.
 
-It reads only the batch labels (``batch["masks"]``) and the :class:`~ocl.methods.output.ModelOutput`
+It reads only the batch labels (``batch["masks"]``) and the :class:`~ocl.contracts.output.ModelOutput`
 that ``validation_step`` / ``test_step`` return under ``"output"``, so a new method gets
 every metric for free. Batches without labels are skipped silently.
 """
@@ -15,8 +15,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torchmetrics import Metric
 
-from ocl.data.batch import MASKS
-from ocl.methods.output import ModelOutput
+from ocl.contracts.batch import MASKS
+from ocl.contracts.output import ModelOutput
 from ocl.metrics.classes import SegmentationMetric
 from ocl.metrics.protocol import segmentation_contingency
 

@@ -52,7 +52,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from torchmetrics import Metric
 
-from ocl.data.batch import IGNORE_ID
+from ocl.contracts.batch import IGNORE_ID
 from ocl.metrics.protocol import hard_segmentation
 
 BOUND_TH = 0.008

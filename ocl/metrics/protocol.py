@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ocl.data.batch import IGNORE_ID
+from ocl.contracts.batch import IGNORE_ID
 from ocl.metrics.cpu_segmentation import segment_and_count
 
 MAX_RESIZE_ELEMENTS = 1 << 22

@@ -82,7 +82,7 @@ class PointPredictorEncoder(nn.Module):
     """
 
     context_keys = ("points",)
-    """What it reads from the corrector's per-frame context: the batch's ``points`` (``ocl.data.batch.POINTS``)."""
+    """What it reads from the corrector's per-frame context: the batch's ``points`` (``ocl.contracts.batch.POINTS``)."""
 
     def __init__(self, slot_dim: int, match_once: bool = False, match_absent: bool = False) -> None:
         super().__init__()

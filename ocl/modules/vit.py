@@ -7,6 +7,7 @@ state besides the ViT, so a feature cache can replace the call without touching 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +43,13 @@ class ViTFeatures:
         features: ``[B, N, D]`` output tokens of the chosen block, before the final norm,
             without the prefix (CLS, register) tokens; ``N = h * w`` in row-major order.
         keys: ``[B, N, D]`` attention keys of the same block (heads concatenated), prefix
-            tokens dropped.
+            tokens dropped; None for features read from a frozen-feature cache that stores no
+            keys (methods that do not read them).
         grid: the token grid ``(h, w) = (H / patch_size, W / patch_size)``.
     """
 
     features: torch.Tensor
-    keys: torch.Tensor
+    keys: torch.Tensor | None
     grid: tuple[int, int]
 
 
@@ -128,6 +130,10 @@ class ViTEncoder(nn.Module):
         self.trainable = trainable
         self.position_interpolation = position_interpolation
         self.vit = vit
+        # registered once, not per call: torch.compile traces a hook that exists before compilation,
+        # but not one registered inside the compiled forward (its output would never be seen)
+        self._last_qkv: torch.Tensor | None = None
+        vit.blocks[-1].attn.qkv.register_forward_hook(self._keep_last_qkv)
         self.model_name = model_name
         self.image_size = image_size
         self.pretrained = weights != RANDOM
@@ -156,6 +162,26 @@ class ViTEncoder(nn.Module):
         h, w = self.grid_size(self.image_size if image_size is None else image_size)
         return h * w
 
+    def cache_fingerprint(self) -> dict[str, dict[str, Any]]:
+        """What this frozen encoder's features depend on, as a frozen-feature cache records it
+        (:mod:`ocl.data.feature_cache`): ``encoder`` (architecture, block, position interpolation,
+        a SHA-256 of the weights) and ``resolution`` (frame size and patch size)."""
+        if self.trainable:
+            raise ValueError(f"{self.model_name} is trainable: its features change in training and cannot be cached")
+        return {
+            "encoder": {
+                "model_name": self.model_name,
+                "block": self.block,
+                "position_interpolation": self.position_interpolation,
+                "weights_sha256": weights_digest(self.vit),
+            },
+            "resolution": {"image_size": [self.image_size, self.image_size], "patch_size": self.patch_size},
+        }
+
+    def _keep_last_qkv(self, _module: nn.Module, _inputs: Any, qkv: torch.Tensor) -> None:
+        """Forward hook of the last block's ``attn.qkv``: keep its output ``[B, prefix + N, 3 D]`` for :meth:`_features`."""
+        self._last_qkv = qkv
+
     def train(self, mode: bool = True) -> ViTEncoder:
         """Follow ``mode`` if trainable (drop path in training); a frozen encoder stays in eval mode."""
         return super().train(mode and self.trainable)
@@ -171,16 +197,12 @@ class ViTEncoder(nn.Module):
         """The forward pass proper (the caller sets the autograd mode)."""
         grid = self.grid_size((images.shape[2], images.shape[3]))
         vit = self.vit
-        captured: list[torch.Tensor] = []
-        hook = vit.blocks[-1].attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            tokens = self._embedded((images - self.mean) / self.std)
-            for block in vit.blocks:
-                tokens = block(tokens)
-        finally:
-            hook.remove()
+        tokens = self._embedded((images - self.mean) / self.std)
+        for block in vit.blocks:
+            tokens = block(tokens)
+        qkv, self._last_qkv = self._last_qkv, None  # set by _keep_last_qkv during the last block
         prefix = vit.num_prefix_tokens
-        keys = captured[0].chunk(3, dim=-1)[1][:, prefix:].contiguous()
+        keys = qkv.chunk(3, dim=-1)[1][:, prefix:].contiguous()
         return ViTFeatures(features=tokens[:, prefix:], keys=keys, grid=grid)
 
     def _embedded(self, images: torch.Tensor) -> torch.Tensor:
@@ -202,6 +224,16 @@ class ViTEncoder(nn.Module):
         """``images [B, 3, H, W]`` -> block tokens as maps ``[B, D, h, w]`` (label propagation's input)."""
         encoded = self(images)
         return encoded.features.transpose(1, 2).unflatten(2, encoded.grid)
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 (hex, first 16 digits) of a module's state: every entry's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        value = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{value.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(value.view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
 
 
 def dino_position_embedding(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -12,8 +12,8 @@ import torch
 from omegaconf import DictConfig
 from torchmetrics import Metric
 
-from ocl.cli import build_datamodule
-from ocl.data.batch import MASKS, META, VIDEO
+from ocl.build import build_datamodule
+from ocl.contracts.batch import MASKS, META, VIDEO
 from ocl.data.transforms import VideoTransform
 from ocl.data.video_files import VideoFileSource
 

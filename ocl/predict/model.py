@@ -17,10 +17,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ocl.cli import UsageError, build_model, replayed_overrides
-from ocl.data.batch import VIDEO
+from ocl.build import UsageError, build_model, replayed_overrides
+from ocl.contracts.batch import VIDEO
+from ocl.contracts.output import ModelOutput
 from ocl.methods.base import ObjectCentricMethod
-from ocl.methods.output import ModelOutput
 from ocl.utils.rng import capture_rng_state, restore_rng_state, seeded
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +38,8 @@ def compose_run_config(
     """The config ``python predict.py ckpt_path=<ckpt> <overrides>`` runs, for use outside a Hydra app
     (a notebook): the training overrides stored in the checkpoint, then ``overrides``.
 
-    Raises FileNotFoundError (checkpoint missing) or ValueError (not written by ``train.py``) with
-    a message that says where it looked.
+    Raises :class:`~ocl.utils.checkpoints.CheckpointError` (checkpoint missing, unreadable or not
+    written by ``train.py``) with a message that names the file.
     """
     path = Path(ckpt_path).expanduser().resolve()
     stored = replayed_overrides(str(path), list(overrides))

@@ -22,8 +22,8 @@ from conftest import compose_config
 
 from golden_checks.common import FLOAT64, Fixture, expect_close
 from golden_checks.feature_video import injected_randn
-from ocl.cli import build_model
-from ocl.data.batch import VIDEO
+from ocl.build import build_model
+from ocl.contracts.batch import VIDEO
 from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS, similarity_targets
 from ocl.methods.feature_video import FeatureVideoMethod
 from ocl.published import LAYOUTS, convert_state_dict

@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 
 from golden_checks.common import FLOAT64, Fixture, expect_close, load_mapped
 from ocl.callbacks.curriculum import SlotCurriculum
+from ocl.contracts.output import ModelOutput
 from ocl.methods.base import ObjectCentricMethod
-from ocl.methods.output import ModelOutput
 from ocl.modules.initialisers import LearnedInit
 
 

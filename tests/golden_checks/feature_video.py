@@ -18,11 +18,11 @@ from unittest import mock
 import torch
 
 from golden_checks.common import FLOAT64, Fixture, expect_close, expect_gradients, load_mapped
+from ocl.contracts.output import ModelOutput
 from ocl.losses.contrastive import SlotSlotContrastive
 from ocl.losses.reconstruction import ReconstructionMSE
 from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS, TemporalFeatureSimilarity, similarity_targets
 from ocl.losses.ssim3d import StructureSSIM3D
-from ocl.methods.output import ModelOutput
 from ocl.modules.decoders import MLPFeatureDecoder, SlotMixerDecoder
 from ocl.modules.initialisers import GaussianInit, LearnedInit
 from ocl.modules.predictors import TransformerPredictor

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from golden_checks.common import FLOAT64, Fixture, expect_close, expect_gradients, load_mapped
-from ocl.data.batch import POINTS
+from ocl.contracts.batch import POINTS
+from ocl.contracts.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.losses.points import PointSupervision
-from ocl.methods.output import ASSIGNED_POINTS, PREDICTED_POINTS, ModelOutput
 from ocl.modules.ark import AttentionRefiningKernel
 from ocl.modules.initialisers import GaussianInit
 from ocl.modules.points import ABSENT_COORDINATE, PointPredictorEncoder

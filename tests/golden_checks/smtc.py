@@ -217,8 +217,9 @@ class _ToyHead(nn.Module):
 
 
 def check_ema(fixture: Fixture) -> None:
-    """``SMTC.on_train_batch_end`` on toy parts: the teacher's encoder (a frozen copy) is left as
-    it is and its head moves towards the student's, as the authors' filter on ``encoder`` does."""
+    """``SMTC.update_teacher`` (run after each optimiser step) on toy parts: the teacher's encoder
+    (a frozen copy) is left as it is and its head moves towards the student's, as the authors'
+    filter on ``encoder`` does."""
     encoder = nn.Linear(3, 2)
     encoder.trainable = True  # what SMTC requires of its student encoder
     model = SMTC(encoder, _ToyHead(), losses={"diversity": losses.MaskDiversityLoss()}, optimizer=torch.optim.AdamW)
@@ -229,7 +230,7 @@ def check_ema(fixture: Fixture) -> None:
         prefix = "" if side == "student" else "teacher_"
         load_mapped(ours[prefix + "encoder"], {k[8:]: v for k, v in params.items() if k.startswith("encoder.")}, str)
         load_mapped(ours[prefix + "head"], {k: v for k, v in params.items() if not k.startswith("encoder.")}, str)
-    model.on_train_batch_end(None, None, 0)
+    model.update_teacher()
     teacher = {f"encoder.{k}": v for k, v in model.teacher_encoder.named_parameters()}
     teacher.update(model.teacher_head.average.named_parameters())
     for name, expected in fixture.params("output/teacher/").items():

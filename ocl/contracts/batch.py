@@ -17,6 +17,15 @@ Optional extras use the names in :data:`OPTIONAL_KEYS` so that losses and metric
 ``points`` (training only, with point labels, :mod:`ocl.data.points`)
     float32 ``[B, T, M, 2]``: centre ``(x, y)`` of object ``m + 1`` in normalised coordinates
     ``[-0.5, 0.5]`` (SLASH's order); NaN where the object is absent or the sample is unlabelled.
+
+Training batches read from a frozen-feature cache (``data.feature_cache``,
+:mod:`ocl.data.feature_cache`) carry the frozen encoder's output instead of ``video``:
+
+``features``
+    float16 or float32 ``[B, T, N, D]``: the encoder's block tokens of each frame (``N = h * w``
+    patches, row-major), as :class:`~ocl.modules.vit.ViTEncoder` returns them.
+``feature_keys`` (only when the cache stores them: methods that read attention keys)
+    ``[B, T, N, D]``: the same block's attention keys.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ VIDEO = "video"
 MASKS = "masks"
 META = "meta"
 POINTS = "points"
+FEATURES = "features"
+FEATURE_KEYS = "feature_keys"
 IGNORE_ID = -1
 """Label value of pixels that are neither background nor an object and are never scored."""
 
@@ -51,3 +62,8 @@ def validate_batch(batch: dict[str, Any]) -> None:
             raise ValueError(f"'{MASKS}' must be [B, T, H, W] = {(b, t, h, w)}, got {tuple(masks.shape)}")
         if masks.dtype != torch.int64:
             raise ValueError(f"'{MASKS}' must be int64, got {masks.dtype}")
+
+
+def num_items(batch: dict[str, Any]) -> int:
+    """Items in ``batch``: the first dimension of its ``video``, or of its cached ``features``."""
+    return (batch[VIDEO] if VIDEO in batch else batch[FEATURES]).shape[0]
