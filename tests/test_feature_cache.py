@@ -299,6 +299,7 @@ def test_a_missing_or_incomplete_cache_is_refused(tmp_path: Path, videosaur_cach
         FeatureCache(incomplete)
 
 
+@pytest.mark.slow
 def test_the_script_writes_a_cache_that_trains(tmp_path: Path) -> None:
     overrides = ["experiment=videosaur_synthetic", *SYNTHETIC]
     cache = tmp_path / "cache"
@@ -315,6 +316,7 @@ def test_the_script_writes_a_cache_that_trains(tmp_path: Path) -> None:
     assert "data error: feature cache" in refused.stderr and "encoder differs" in refused.stderr
 
 
+@pytest.mark.slow
 def test_bench_experiments_times_steps_on_cached_features() -> None:
     arguments = ["--tiny", "--steps", "1", "--warmup", "0", "--precisions", "32-true", "--feature-cache"]
     result = run_cli("scripts/bench_experiments.py", [*arguments, "--experiments", "videosaur_movi_c", "smtc_ytvos"])

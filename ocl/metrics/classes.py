@@ -29,7 +29,7 @@ class SegmentationMetric(Metric):
     Args:
         video: score each video as one sample (all frames together) or every frame.
         mask_source: score ``output.extras[mask_source]`` instead of ``output.masks`` (read by
-            :class:`~ocl.metrics.callback.SegmentationMetrics`; e.g. SMTC's ``semantic_masks``).
+            :class:`~ocl.metrics.callback.MetricsCallback`; e.g. SMTC's ``semantic_masks``).
     """
 
     full_state_update = False
