@@ -1,0 +1,98 @@
+"""Each method family learns on the embedded videos: a short run lifts its validation metric above
+a floor that the same model untrained does not reach.
+
+The floors and the runs that calibrate them are in docs/benchmarks.md ("Learning tests"): each
+floor sits well under the lowest of three seeds at one and two threads (a thread count changes
+float sums, so the trajectories differ) and well above the untrained model's value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import compose_config
+
+from ocl.cli import train
+
+
+@dataclass(frozen=True)
+class LearningCase:
+    """A short run of one experiment and the floor its final validation metric must pass.
+
+    ``overrides``: what shortens the run (steps, validation size) or makes a step cheaper;
+    ``metric``: the key in ``train``'s returned metrics; ``floor``: the value to pass.
+    """
+
+    name: str
+    overrides: tuple[str, ...]
+    metric: str
+    floor: float
+
+
+QUIET = ("logger=csv", "callbacks.progress_bar=null", "callbacks.visualisation=null")
+
+IMAGE_RUN = (  # Slot Attention's family on single frames: the first 1000 steps of its 2500-step schedule
+    "trainer.max_steps=1000",
+    "trainer.val_check_interval=1000",
+    "model.scheduler.decay_steps=2500",
+    "data.val_size=64",
+)
+
+CASES = [
+    LearningCase(  # the default run (SAVi on pixels), its encoder at kernel 3 for a ~2x cheaper step
+        name="savi_pixels",
+        overrides=(
+            "model.encoder.kernel_size=3",
+            "model.scheduler.decay_steps=2500",
+            "trainer.max_steps=1000",
+            "trainer.val_check_interval=1000",
+            "data.val_size=32",
+        ),
+        metric="val/video_fg_ari",
+        floor=0.35,
+    ),
+    LearningCase(
+        name="slot_attention_images",
+        overrides=("experiment=slot_attention_synthetic", *IMAGE_RUN),
+        metric="val/frame_fg_ari",
+        floor=0.35,
+    ),
+    LearningCase(  # + ARK and IPPE with point labels
+        name="slash_images",
+        overrides=("experiment=slash_synthetic", *IMAGE_RUN),
+        metric="val/frame_fg_ari",
+        floor=0.35,
+    ),
+    LearningCase(  # instance masks; the first 300 steps of its 2500-step cosine schedule
+        name="smtc_instances",
+        overrides=(
+            "experiment=smtc_synthetic",
+            "trainer.max_steps=300",
+            "trainer.val_check_interval=300",
+            "model.scheduler.total_steps=2500",
+            "data.val_size=32",
+        ),
+        metric="val/video_fg_ari",
+        floor=0.25,
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_a_short_run_lifts_the_metric_above_a_floor_the_untrained_model_misses(
+    case: LearningCase, tmp_path: Path
+) -> None:
+    untrained = run(case, tmp_path / "untrained", ["trainer.max_steps=1", "trainer.val_check_interval=1"])
+    assert untrained < case.floor, f"{case.name}: {case.metric} {untrained:.3f} after one step, floor {case.floor}"
+    trained = run(case, tmp_path / "trained", [])
+    assert trained > case.floor, f"{case.name}: {case.metric} {trained:.3f} after training, floor {case.floor}"
+
+
+def run(case: LearningCase, output_dir: Path, extra: list[str]) -> float:
+    """``case``'s final validation metric after ``python train.py <case overrides> <extra> seed=0``."""
+    overrides = [*QUIET, *case.overrides, *extra, "seed=0"]
+    metrics = train(compose_config([*overrides, f"paths.output_dir={output_dir}"]), overrides)
+    return metrics[case.metric]
