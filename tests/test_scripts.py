@@ -40,3 +40,13 @@ def test_bench_experiments_tiny_prints_a_row_per_experiment_and_precision():
     }
     assert set(ratios) == {"32-true", "bf16-mixed"}
     assert all(cells[:2] == ["no", "2 / 2"] and float(cells[2]) > 0 for cells in ratios.values())
+
+
+def test_mask_ceiling_is_perfect_at_the_label_size_and_falls_as_the_mask_grid_coarsens():
+    result = run_cli("scripts/mask_ceiling.py", ["--grids", "8,16,64", "data.val_size=8"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in result.stdout.splitlines())}
+    video = {grid: float(rows[f"{grid} x {grid}"][0]) for grid in (8, 16, 64)}
+    assert video[64] == 1.0  # the labels themselves, through the metric's own resize and argmax
+    assert video[8] < video[16] < 0.95
+    assert "8 validation videos, labels (12, 64, 64)" in result.stdout
