@@ -6,7 +6,7 @@ A method's soft masks ``[B, T, K, h, w]`` are scored after bilinear resizing to 
 and scores it through the same path: no model on that grid can do much better, so a target above
 the ceiling of a method's mask grid is out of reach whatever it learns::
 
-    python scripts/mask_ceiling.py experiment=videosaur_synthetic            # grids 8 16 32
+    python scripts/mask_ceiling.py experiment=videosaur_synthetic            # grids 8,16,32
     python scripts/mask_ceiling.py --grids 14,28 experiment=videosaur_movi_c data.root=/data/movi_c
 
 Every other argument is a ``train.py`` override; the validation split of the experiment's data

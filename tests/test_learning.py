@@ -2,8 +2,10 @@
 a floor that the same model untrained does not reach.
 
 The floors and the runs that calibrate them are in docs/benchmarks.md ("Learning tests"): each
-floor sits well under the lowest of three seeds at one and two threads (a thread count changes
-float sums, so the trajectories differ) and well above the untrained model's value.
+floor sits under the trained value and above the untrained value of every calibrated seed (three
+seeds, one thread; SLASH seed 0 only), with margins of 0.2 (SAVi, Slot Attention, SLASH) and 0.12
+(SMTC, seed 0) for the run-to-run change a thread count brings (float sums differ, so do the
+trajectories). The tests use seed 0 and pass at one and two threads.
 """
 
 from __future__ import annotations
@@ -33,23 +35,24 @@ class LearningCase:
 
 QUIET = ("logger=csv", "callbacks.progress_bar=null", "callbacks.visualisation=null")
 
-IMAGE_RUN = (  # Slot Attention's family on single frames: the first 1000 steps of its 2500-step schedule
-    "trainer.max_steps=1000",
-    "trainer.val_check_interval=1000",
-    "model.scheduler.decay_steps=2500",
-    "data.val_size=64",
-)
+
+def first_steps(steps: int, schedule_length_key: str, val_size: int) -> tuple[str, ...]:
+    """Overrides for the first ``steps`` steps of a 2500-step schedule (``schedule_length_key``: the
+    scheduler option that sets its length), validated once, at the end, on ``val_size`` videos."""
+    return (
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={steps}",
+        f"{schedule_length_key}=2500",
+        f"data.val_size={val_size}",
+    )
+
+
+IMAGE_RUN = first_steps(1000, "model.scheduler.decay_steps", val_size=64)  # Slot Attention's family on single frames
 
 CASES = [
     LearningCase(  # the default run (SAVi on pixels), its encoder at kernel 3 for a ~2x cheaper step
         name="savi_pixels",
-        overrides=(
-            "model.encoder.kernel_size=3",
-            "model.scheduler.decay_steps=2500",
-            "trainer.max_steps=1000",
-            "trainer.val_check_interval=1000",
-            "data.val_size=32",
-        ),
+        overrides=("model.encoder.kernel_size=3", *first_steps(1000, "model.scheduler.decay_steps", val_size=32)),
         metric="val/video_fg_ari",
         floor=0.35,
     ),
@@ -65,15 +68,9 @@ CASES = [
         metric="val/frame_fg_ari",
         floor=0.35,
     ),
-    LearningCase(  # instance masks; the first 300 steps of its 2500-step cosine schedule
+    LearningCase(  # instance masks; its cosine schedule
         name="smtc_instances",
-        overrides=(
-            "experiment=smtc_synthetic",
-            "trainer.max_steps=300",
-            "trainer.val_check_interval=300",
-            "model.scheduler.total_steps=2500",
-            "data.val_size=32",
-        ),
+        overrides=("experiment=smtc_synthetic", *first_steps(300, "model.scheduler.total_steps", val_size=32)),
         metric="val/video_fg_ari",
         floor=0.25,
     ),
