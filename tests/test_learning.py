@@ -3,7 +3,7 @@ a floor that the same model untrained does not reach.
 
 The floors and the runs that calibrate them are in docs/benchmarks.md ("Learning tests"): each
 floor sits under the trained value and above the untrained value of every calibrated seed (three
-seeds, one thread; SLASH seed 0 only), with margins of 0.2 (SAVi, Slot Attention, SLASH) and 0.12
+seeds, one thread), with margins of 0.2 (SAVi, Slot Attention, SLASH) and 0.12
 (SMTC, seed 0) for the run-to-run change a thread count brings (float sums differ, so do the
 trajectories). The tests use seed 0 and pass at one and two threads.
 """
