@@ -49,7 +49,10 @@ def ceiling(true_ids: torch.Tensor, grid: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--grids", type=lambda text: [int(g) for g in text.split(",")], default=[8, 16, 32], help="grid sizes g, comma-separated"
+        "--grids",
+        type=lambda text: [int(g) for g in text.split(",")],
+        default=[8, 16, 32],
+        help="grid sizes g, comma-separated",
     )
     args, overrides = parser.parse_known_args()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

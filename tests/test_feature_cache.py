@@ -34,6 +34,7 @@ from ocl.data.movi_convert import convert_movi
 from ocl.data.transforms import Placement, VideoTransform
 
 SYNTHETIC = [
+    "model/encoder=vit_synthetic",
     "data.train_size=6",
     "data.val_size=2",
     "data.batch_size=2",
@@ -50,9 +51,9 @@ SYNTHETIC = [
     "callbacks.progress_bar=null",
     "logger=csv",
 ]
-"""The ``*_synthetic`` feature experiments at a few tokens (a 3-block random ViT, 4x4 patches of 8 px)."""
+"""The ``*_synthetic`` feature experiments at a few tokens, on the tiny random ViT (3 blocks, 4x4 patches of 8 px)."""
 
-MOVI_TINY = ["model/encoder=vit_synthetic", "model.encoder.image_size=32", "data.train_clip_length=2", *SYNTHETIC[6:]]
+MOVI_TINY = ["model/encoder=vit_synthetic", "model.encoder.image_size=32", "data.train_clip_length=2", *SYNTHETIC[7:]]
 """A MOVi recipe's data pipeline (bicubic resize, flips, aligned chunks) with the tiny random ViT."""
 
 

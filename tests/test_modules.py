@@ -6,7 +6,7 @@ from conftest import compose_config
 from hydra.utils import instantiate
 
 from ocl.data.sampling import ResumableRandomSampler
-from ocl.modules.decoders import SpatialBroadcastDecoder
+from ocl.modules.decoders import MLPFeatureDecoder, SlotMixerDecoder, SpatialBroadcastDecoder
 from ocl.modules.encoders import CNNEncoder
 from ocl.modules.initialisers import GaussianInit, LearnedInit
 from ocl.modules.predictors import TransformerPredictor
@@ -222,3 +222,19 @@ def test_transformer_attention_init_xavier_as_the_videosaur_code_or_torch_defaul
     assert xavier.ffn[0].bias.abs().sum() > 0 and xavier.ffn[0].weight.abs().max() <= dim**-0.5
     with pytest.raises(ValueError, match="attention_init"):
         TransformerPredictor(dim, attention_init="kaiming")
+
+
+@pytest.mark.parametrize("decoder_class", [MLPFeatureDecoder, SlotMixerDecoder])
+def test_a_sinusoidal_decoder_position_is_smooth_over_the_grid_from_the_start(decoder_class):
+    decoder = decoder_class(
+        slot_dim=16, num_tokens=64, output_dim=5, hidden_dims=(32,), position_frequencies=(0.5, 1.0)
+    )
+    position = decoder.sinusoidal_position().unflatten(0, (8, 8))  # [8, 8, 16]
+    neighbours = (position[:, 1:] - position[:, :-1]).norm(dim=-1).mean()
+    opposite_corners = (position[0, 0] - position[-1, -1]).norm()
+    assert neighbours < opposite_corners / 4
+    assert decoder.position is None
+    reconstruction, masks = decoder(torch.rand(2, 3, 16))
+    assert reconstruction.shape == (2, 64, 5) and masks.shape == (2, 3, 64)
+    with pytest.raises(ValueError, match="square token grid"):
+        decoder_class(slot_dim=16, num_tokens=60, output_dim=5, hidden_dims=(32,), position_frequencies=(1.0,))

@@ -140,8 +140,8 @@ def test_more_iterations_change_the_slots_and_evaluation_proposals_are_scored(tm
     masks, scores = model.instance_proposals(video)
     torch.manual_seed(0)
     masks5, _ = model.instance_proposals(video, num_iterations=5)
-    assert masks.shape == (1, 3, 8, 8, 8) and scores.shape == (1, 3, 8)  # S*I = 4*2 on the 8 x 8 grid
-    torch.testing.assert_close(masks.sum(dim=2), torch.ones(1, 3, 8, 8))
+    assert masks.shape == (1, 3, 8, 16, 16) and scores.shape == (1, 3, 8)  # S*I = 4*2 on the 16 x 16 grid
+    torch.testing.assert_close(masks.sum(dim=2), torch.ones(1, 3, 16, 16))
     assert scores.abs().max() <= 1 + 1e-6 and not torch.allclose(masks, masks5)
 
 
@@ -183,10 +183,7 @@ def test_student_encoder_is_frozen_for_the_first_steps_then_trains_at_its_lr_sca
         model.encoder_frozen_steps = frozen_steps
         total, _ = model.compute_losses(model(batch), batch)
         total.backward()
-        # the keys come from the last block's qkv: that block's later layers never get gradients
-        gradients = [p.grad for p in model.encoder.vit.patch_embed.parameters()]
-        assert all(g is not None for g in gradients) == expect_gradient
-        assert any(p.grad is not None for p in model.encoder.parameters()) == expect_gradient
+        assert all(p.grad is not None for p in model.encoder.parameters()) == expect_gradient
         assert model.head.attention.mu.grad is not None
     optimizer = model.configure_optimizers()["optimizer"]
     encoder_ids = {id(p) for p in model.encoder.parameters()}
@@ -301,7 +298,7 @@ def test_loss_terms_apply_the_formulas_to_the_model_output(tmp_path):
         extras["instance_embeddings"], extras["teacher_instance_embeddings"], *valid
     )
     torch.testing.assert_close(terms["instance_consistency"], expected_instance)
-    assert output.masks.shape == (2, 3, 8, 8, 8)  # S*I = 4*2 instance masks on the 8 x 8 token grid
+    assert output.masks.shape == (2, 3, 8, 16, 16)  # S*I = 4*2 instance masks on the 16 x 16 token grid
     torch.testing.assert_close(extras["instance_embeddings"].norm(dim=-1), torch.ones(2, 3, 4, 2))
 
 
@@ -413,5 +410,5 @@ def test_semantic_masks_follow_the_model_output_contract(tmp_path):
     with torch.no_grad():
         output = model({"video": torch.rand(1, 2, 3, 64, 64)})
     assert "teacher_keys" not in output.extras  # eval_losses: the teacher runs only when its losses are logged
-    torch.testing.assert_close(output.extras["semantic_masks"].sum(dim=2), torch.ones(1, 2, 8, 8))
-    assert F.softmax(output.extras["semantic_logits"], dim=2).shape == (1, 2, 4, 64)
+    torch.testing.assert_close(output.extras["semantic_masks"].sum(dim=2), torch.ones(1, 2, 16, 16))
+    assert F.softmax(output.extras["semantic_logits"], dim=2).shape == (1, 2, 4, 256)

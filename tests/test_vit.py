@@ -22,7 +22,12 @@ from torch import nn
 
 from ocl.modules.vit import ViTEncoder, WeightsError, dino_position_embedding
 
-ENCODER_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "model" / "encoder").glob("*.yaml"))
+ENCODER_CONFIGS = [
+    path
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs" / "model" / "encoder").glob("*.yaml"))
+    if OmegaConf.load(path).get("_target_") == "ocl.modules.vit.ViTEncoder"
+]
+"""The ViT configs (not the patch stand-in, nor dino_vits16_smtc, which extends dino_vits16)."""
 SMTC_CHECKPOINT = Path(__file__).resolve().parent / "fixtures" / "golden" / "checkpoints" / "smtc.json"
 NAME = "vit_small_patch16_224.dino"
 TINY = {"patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2}

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ocl.modules.vit import ViTEncoder
+from ocl.modules.patch_features import PatchEncoder
 
 FINGERPRINT_KEY = "ocl_encoder_fingerprint"
 """Checkpoint key of the fingerprints: ``{module prefix: fingerprint}``."""
@@ -26,7 +26,7 @@ def encoder_fingerprint(encoder: torch.nn.Module) -> float:
     return total
 
 
-def leave_out_frozen_encoder(checkpoint: dict[str, Any], encoder: ViTEncoder, prefix: str) -> None:
+def leave_out_frozen_encoder(checkpoint: dict[str, Any], encoder: PatchEncoder, prefix: str) -> None:
     """Drop the ``prefix`` weights (e.g. ``"encoder."``) of a pretrained, frozen ``encoder`` from
     ``checkpoint["state_dict"]`` and record its fingerprint; random or trainable encoders are kept."""
     if not encoder.pretrained or encoder.trainable:
@@ -37,7 +37,7 @@ def leave_out_frozen_encoder(checkpoint: dict[str, Any], encoder: ViTEncoder, pr
     checkpoint.setdefault(FINGERPRINT_KEY, {})[prefix] = encoder_fingerprint(encoder)
 
 
-def put_back_frozen_encoder(checkpoint: dict[str, Any], encoder: ViTEncoder, prefix: str) -> None:
+def put_back_frozen_encoder(checkpoint: dict[str, Any], encoder: PatchEncoder, prefix: str) -> None:
     """Undo :func:`leave_out_frozen_encoder` with the rebuilt ``encoder``; ValueError if its weights
     are not those the checkpoint was trained with."""
     stored = checkpoint.get(FINGERPRINT_KEY, {}).get(prefix)

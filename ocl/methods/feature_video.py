@@ -27,8 +27,9 @@ from ocl.losses.similarity import KEYS, SIMILARITY_LOGITS
 from ocl.methods.base import ObjectCentricMethod
 from ocl.methods.encoder_weights import leave_out_frozen_encoder, put_back_frozen_encoder
 from ocl.modules.encoders import TokenMLP
+from ocl.modules.patch_features import PatchEncoder
 from ocl.modules.video import VideoSlotProcessor
-from ocl.modules.vit import ViTEncoder, ViTFeatures
+from ocl.modules.vit import ViTFeatures
 
 DecoderFactory = Callable[..., nn.Module]
 """``(num_tokens=N, output_dim=C) -> decoder``; the decoder maps slots ``[B, K, d]`` to
@@ -59,7 +60,7 @@ class FeatureVideoMethod(ObjectCentricMethod):
 
     def __init__(
         self,
-        encoder: ViTEncoder,
+        encoder: PatchEncoder,
         processor: VideoSlotProcessor,
         decoder: DecoderFactory,
         token_dim: int,
@@ -129,7 +130,7 @@ class FeatureVideoMethod(ObjectCentricMethod):
 
     def frozen_feature_fingerprint(self) -> dict[str, Any]:
         """What a frozen-feature cache must match to stand in for :meth:`encode`: the encoder and
-        resolution (:meth:`ViTEncoder.cache_fingerprint`), and ``keys``: whether the attention keys
+        resolution (:meth:`~ocl.modules.vit.ViTEncoder.cache_fingerprint`), and ``keys``: whether the attention keys
         are read (``predict_similarity``)."""
         return {**self.encoder.cache_fingerprint(), "keys": self.predict_similarity}
 

@@ -36,8 +36,8 @@ from ocl.methods.base import ObjectCentricMethod
 from ocl.methods.encoder_weights import leave_out_frozen_encoder, put_back_frozen_encoder
 from ocl.modules.augment import PhotometricAugmentation
 from ocl.modules.ema import ExponentialMovingAverage
+from ocl.modules.patch_features import PatchEncoder
 from ocl.modules.semantic_instance import SemanticInstanceHead, SemanticInstanceOutput
-from ocl.modules.vit import ViTEncoder
 
 SEMANTIC_MASKS = "semantic_masks"
 """``extras`` key of the soft semantic masks ``[B, T, S, h, w]`` (softmax over semantics)."""
@@ -69,7 +69,7 @@ class SMTC(ObjectCentricMethod):
 
     def __init__(
         self,
-        encoder: ViTEncoder,
+        encoder: PatchEncoder,
         head: SemanticInstanceHead,
         augmentation: PhotometricAugmentation | None = None,
         ema_momentum: float = 0.999,
@@ -108,7 +108,7 @@ class SMTC(ObjectCentricMethod):
 
     def _run(
         self,
-        encoder: ViTEncoder,
+        encoder: PatchEncoder,
         head: torch.nn.Module,
         video: torch.Tensor,
         encoder_grad: bool,

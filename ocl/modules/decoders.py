@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ocl.modules.encoders import SoftPositionEmbedding
+from ocl.modules.encoders import SinusoidalPositionEmbedding, SoftPositionEmbedding
 from ocl.modules.transformer import TransformerBlock
 
 
@@ -94,6 +94,17 @@ def mlp(dims: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def patch_position(
+    num_tokens: int, dim: int, frequencies: Sequence[float] | None, leading: int = 2
+) -> tuple[nn.Parameter | None, SinusoidalPositionEmbedding | None]:
+    """A broadcast decoder's patch position embedding: the authors' learned vector per patch,
+    ``randn * dim ** -0.5`` of shape ``[1] * leading + [N, dim]`` (``frequencies`` None), or a
+    :class:`~ocl.modules.encoders.SinusoidalPositionEmbedding` at ``frequencies``; the other is None."""
+    if frequencies is None:
+        return nn.Parameter(torch.randn(*[1] * leading, num_tokens, dim) * dim**-0.5), None
+    return None, SinusoidalPositionEmbedding(num_tokens, dim, frequencies)
+
+
 class MLPFeatureDecoder(nn.Module):
     """DINOSAUR's broadcast MLP decoder over patches (SlotContrast, SlotCurri).
 
@@ -108,16 +119,29 @@ class MLPFeatureDecoder(nn.Module):
         num_tokens: number of patches ``N``.
         output_dim: decoded channels per patch (the feature dimension ``D``).
         hidden_dims: hidden layer sizes of the MLP (DINOSAUR: 1024 x 3).
+        position_frequencies: ``None`` (the authors' code): one learned vector per patch. A tuple
+            of frequencies (ocl's option for short runs): a learned linear map of the patches'
+            sine / cosine position channels (:func:`~ocl.modules.encoders.sinusoidal_position`
+            on the square ``sqrt(N) x sqrt(N)`` grid), smooth from the first step, where a learned
+            vector per patch gets gradients from its own patch only.
     """
 
-    def __init__(self, slot_dim: int, num_tokens: int, output_dim: int, hidden_dims: Sequence[int] = (1024,) * 3):
+    def __init__(
+        self,
+        slot_dim: int,
+        num_tokens: int,
+        output_dim: int,
+        hidden_dims: Sequence[int] = (1024,) * 3,
+        position_frequencies: Sequence[float] | None = None,
+    ):
         super().__init__()
-        self.position = nn.Parameter(torch.randn(1, 1, num_tokens, slot_dim) * slot_dim**-0.5)
+        self.position, self.sinusoidal_position = patch_position(num_tokens, slot_dim, position_frequencies)
         self.mlp = mlp([slot_dim, *hidden_dims, output_dim + 1])
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``slots [B, K, d]`` -> (reconstruction ``[B, N, output_dim]``, masks ``[B, K, N]``)."""
-        decoded = self.mlp(slots.unsqueeze(2) + self.position)  # [B, K, N, output_dim + 1]
+        position = self.position if self.sinusoidal_position is None else self.sinusoidal_position()
+        decoded = self.mlp(slots.unsqueeze(2) + position.view(1, 1, *position.shape[-2:]))  # [B, K, N, output_dim + 1]
         values, alpha_logits = decoded[..., :-1], decoded[..., -1]
         masks = alpha_logits.softmax(dim=1)
         return torch.einsum("bkn,bknc->bnc", masks, values), masks
@@ -149,6 +173,8 @@ class SlotMixerDecoder(nn.Module):
             1024 x 4, YT-VIS 1024 x 3).
         legacy_scale: the allocator's attention multiplies its logits by ``sqrt(head_dim)``
             (VideoSAUR's code) instead of dividing.
+        position_frequencies: ``None`` (the authors' code) or frequencies of a sinusoidal
+            position embedding, as :class:`MLPFeatureDecoder`'s.
     """
 
     def __init__(
@@ -160,9 +186,10 @@ class SlotMixerDecoder(nn.Module):
         num_heads: int = 4,
         hidden_dims: Sequence[int] = (1024,) * 4,
         legacy_scale: bool = False,
+        position_frequencies: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.position = nn.Parameter(torch.randn(1, num_tokens, slot_dim) * slot_dim**-0.5)
+        self.position, self.sinusoidal_position = patch_position(num_tokens, slot_dim, position_frequencies, leading=1)
         self.norm_memory = nn.LayerNorm(slot_dim)
         self.allocator = nn.ModuleList(
             TransformerBlock(slot_dim, num_heads, legacy_scale=legacy_scale, attention_init="xavier")
@@ -180,7 +207,8 @@ class SlotMixerDecoder(nn.Module):
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``slots [B, K, d]`` -> (rendered ``[B, N, output_dim]``, masks ``[B, K, N]``)."""
-        position = self.position.expand(slots.shape[0], -1, -1)
+        position = self.position if self.sinusoidal_position is None else self.sinusoidal_position()[None]
+        position = position.expand(slots.shape[0], -1, -1)
         memory = self.norm_memory(slots)
         queries = position
         for block in self.allocator:

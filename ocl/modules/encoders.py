@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +15,39 @@ def position_grid(height: int, width: int, device: torch.device | None = None) -
     xs = torch.linspace(0.0, 1.0, width, device=device)
     y, x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([y, x, 1.0 - y, 1.0 - x], dim=-1)
+
+
+def sinusoidal_position(height: int, width: int, frequencies: tuple[float, ...]) -> torch.Tensor:
+    """Position channels of a ``height x width`` patch grid, ``[h * w, 4 * len(frequencies)]`` (row-major).
+
+    Patch centres get coordinates ``y, x`` in ``(-1, 1)``; each frequency ``f`` adds
+    ``sin(f * pi/2 * y), cos(f * pi/2 * y), sin(f * pi/2 * x), cos(f * pi/2 * x)``.
+    """
+    ys = (torch.arange(height, dtype=torch.float64) + 0.5) / height * 2.0 - 1.0
+    xs = (torch.arange(width, dtype=torch.float64) + 0.5) / width * 2.0 - 1.0
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    channels = []
+    for frequency in frequencies:
+        scale = frequency * math.pi / 2.0
+        channels += [torch.sin(scale * y), torch.cos(scale * y), torch.sin(scale * x), torch.cos(scale * x)]
+    return torch.stack(channels, dim=-1).flatten(0, 1).float()
+
+
+class SinusoidalPositionEmbedding(nn.Module):
+    """A learned linear map of :func:`sinusoidal_position` on a square grid: ``[N, dim]`` position
+    vectors that are smooth over the grid from the first step (a learned vector per token is not)."""
+
+    def __init__(self, num_tokens: int, dim: int, frequencies: Sequence[float]) -> None:
+        super().__init__()
+        side = math.isqrt(num_tokens)
+        if side * side != num_tokens:
+            raise ValueError(f"a sinusoidal position embedding needs a square token grid, got {num_tokens} tokens")
+        self.register_buffer("channels", sinusoidal_position(side, side, tuple(frequencies)), persistent=False)
+        self.proj = nn.Linear(self.channels.shape[1], dim)
+
+    def forward(self) -> torch.Tensor:
+        """The position vectors ``[N, dim]`` (row-major over the grid)."""
+        return self.proj(self.channels)
 
 
 class SoftPositionEmbedding(nn.Module):

@@ -149,13 +149,7 @@ class ViTEncoder(nn.Module):
 
     def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
         """Token grid ``(h, w)`` for frames of side ``image_size`` (int) or ``(H, W)``."""
-        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-        if height % self.patch_size or width % self.patch_size:
-            raise ValueError(
-                f"frame size {height}x{width} is not a multiple of the patch size {self.patch_size} "
-                f"of {self.model_name}; resize or crop the frames"
-            )
-        return height // self.patch_size, width // self.patch_size
+        return patch_grid(image_size, self.patch_size, self.model_name)
 
     def num_tokens(self, image_size: int | tuple[int, int] | None = None) -> int:
         """Patch tokens ``N`` for frames of side ``image_size`` (int) or ``(H, W)``; default ``self.image_size``."""
@@ -224,6 +218,18 @@ class ViTEncoder(nn.Module):
         """``images [B, 3, H, W]`` -> block tokens as maps ``[B, D, h, w]`` (label propagation's input)."""
         encoded = self(images)
         return encoded.features.transpose(1, 2).unflatten(2, encoded.grid)
+
+
+def patch_grid(image_size: int | tuple[int, int], patch_size: int, model_name: str) -> tuple[int, int]:
+    """Token grid ``(h, w)`` of ``patch_size`` patches over frames of side ``image_size`` (int) or
+    ``(H, W)``; ValueError naming ``model_name`` if a side is not a multiple of the patch size."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if height % patch_size or width % patch_size:
+        raise ValueError(
+            f"frame size {height}x{width} is not a multiple of the patch size {patch_size} "
+            f"of {model_name}; resize or crop the frames"
+        )
+    return height // patch_size, width // patch_size
 
 
 def weights_digest(module: nn.Module) -> str:
