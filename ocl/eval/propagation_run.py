@@ -42,7 +42,7 @@ from ocl.data.images import write_palette_png
 from ocl.eval.label_propagation import PropagationSettings, propagate_labels, video_features
 from ocl.methods.base import ObjectCentricMethod
 from ocl.metrics.jandf import j_and_f
-from ocl.modules.vit import ViTEncoder
+from ocl.modules.patch_features import PatchEncoder
 from ocl.predict.model import load_trained_model, resolve_device
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def encoder_frames(video: torch.Tensor, short_side: int | None, patch_size: int)
 
 
 def propagation_features(
-    encoder: ViTEncoder, frames: torch.Tensor, feature_stride: int, chunk: int, device: torch.device
+    encoder: PatchEncoder, frames: torch.Tensor, feature_stride: int, chunk: int, device: torch.device
 ) -> torch.Tensor:
     """Token maps ``[T, D, h, w]`` of ``frames [T, 3, H, W]`` on the grid of ``feature_stride``."""
     features = video_features(encoder.feature_maps, frames, chunk, device)
@@ -134,7 +134,7 @@ def davis_palette() -> list[int]:
 
 
 def evaluate_label_propagation(
-    encoder: ViTEncoder,
+    encoder: PatchEncoder,
     videos: Dataset,
     settings: PropagationSettings,
     feature_stride: int,
@@ -177,9 +177,9 @@ def evaluate_label_propagation(
     return PropagationResult(j_sum / num_objects, f_sum / num_objects, num_objects, num_videos, num_skipped)
 
 
-def propagation_encoder(cfg: DictConfig) -> ViTEncoder:
+def propagation_encoder(cfg: DictConfig) -> PatchEncoder:
     """The encoder whose tokens are propagated: the trained method's of ``cfg.ckpt_path``; without a
-    checkpoint, the untrained method's, or ``cfg.model`` itself when it is a ViT (``model=dino_vits16``)."""
+    checkpoint, the untrained method's, or ``cfg.model`` itself when it is an encoder (``model=dino_vits16``)."""
     target = get_class(cfg.model._target_)
     if cfg.get("ckpt_path"):
         model = load_trained_model(cfg)
@@ -188,10 +188,10 @@ def propagation_encoder(cfg: DictConfig) -> ViTEncoder:
         model = build_model(cfg)
     else:
         model = instantiate(cfg.model)
-    encoder = model if isinstance(model, ViTEncoder) else getattr(model, "encoder", None)
-    if not isinstance(encoder, ViTEncoder):
+    encoder = model if isinstance(model, PatchEncoder) else getattr(model, "encoder", None)
+    if not isinstance(encoder, PatchEncoder):
         raise UsageError(
-            f"label propagation needs a ViT encoder; {type(model).__name__} has none. Use a ViT-based method's "
+            f"label propagation needs a patch encoder (a ViT or the stand-in); {type(model).__name__} has none. Use a ViT-based method's "
             "checkpoint (VideoSAUR, SlotContrast, SlotCurri, SMTC) or a bare encoder such as model=dino_vits16"
         )
     return encoder
