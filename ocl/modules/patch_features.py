@@ -15,7 +15,7 @@ needs from DINO features and drops what the embedded data cannot teach:
 
 The MLP and the statistics are a weights file that ``scripts/build_patch_encoder.py`` writes
 (deterministic from its seed; its docstring says what the MLP learns and what it leaks); the file
-the ``*_synthetic`` experiments use ships in the package (:data:`SHIPPED_WEIGHTS`).
+the feature ``*_synthetic`` experiments use ships in the package (:data:`SHIPPED_WEIGHTS`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ocl.modules.vit import ViTEncoder, ViTFeatures, patch_grid, weights_digest
 
 SHIPPED = "shipped"
 SHIPPED_WEIGHTS = Path(__file__).with_name("weights") / "patch_features_synthetic.pt"
-"""The weights file the ``*_synthetic`` experiments use (``weights: shipped``)."""
+"""The weights file the feature ``*_synthetic`` experiments use (``weights: shipped``)."""
 
 
 class PatchFeatureEncoder(nn.Module):
@@ -47,7 +47,8 @@ class PatchFeatureEncoder(nn.Module):
         hidden_dim: the MLP's hidden width (one ReLU layer).
         embed_dim: feature channels, content and position together (model configs read it as
             ``${model.encoder.embed_dim}``).
-        position_frequencies: the sinusoids' frequencies, in quarter turns over the frame.
+        position_frequencies: the sinusoids' frequencies ``f``: channels ``sin(f * pi/2 * y)`` etc.
+            for patch centres ``y, x`` in (-1, 1) (:func:`~ocl.modules.encoders.sinusoidal_position`).
         weights: ``"shipped"`` (:data:`SHIPPED_WEIGHTS`), the path of a file written by
             ``scripts/build_patch_encoder.py``, or ``"random"`` (a seeded MLP, no standardisation:
             tests, and the build script's starting point).
