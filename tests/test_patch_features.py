@@ -48,6 +48,15 @@ def test_the_config_builds_the_shipped_encoder() -> None:
     assert encoder.embed_dim == cfg.embed_dim and encoder.num_tokens() == 256
 
 
+def test_the_position_scale_multiplies_the_position_channels_only() -> None:
+    frames = torch.rand(2, 3, 64, 64)
+    plain = PatchFeatureEncoder()(frames).features
+    scaled = PatchFeatureEncoder(position_scale=4.0)
+    torch.testing.assert_close(scaled(frames).features, torch.cat([plain[..., :48], 4.0 * plain[..., 48:]], dim=-1))
+    fingerprint = scaled.cache_fingerprint()["encoder"]
+    assert fingerprint["position_scale"] == 4.0 and fingerprint != PatchFeatureEncoder().cache_fingerprint()["encoder"]
+
+
 def test_a_token_sees_only_its_own_patch() -> None:
     encoder = PatchFeatureEncoder(image_size=16, patch_size=4, weights="random")
     frames = torch.rand(1, 3, 16, 16)

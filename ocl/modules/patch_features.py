@@ -59,6 +59,8 @@ class PatchFeatureEncoder(nn.Module):
             the cosines between keys, VideoSAUR's next-frame similarity target, then say which
             patches look alike, not which are near) or the features themselves (True: SMTC,
             whose slots attend over the keys).
+        position_scale: factor on the position channels after standardising (1: unit variance,
+            as the content channels); larger values make slot attention group by place more.
     """
 
     model_name = "patch_features"
@@ -74,6 +76,7 @@ class PatchFeatureEncoder(nn.Module):
         seed: int = 0,
         trainable: bool = False,
         keys_with_position: bool = False,
+        position_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.image_size = image_size
@@ -103,6 +106,7 @@ class PatchFeatureEncoder(nn.Module):
         self.requires_grad_(trainable)
         self.trainable = trainable
         self.keys_with_position = keys_with_position
+        self.position_scale = position_scale
         self.train(False)
 
     def architecture(self) -> dict[str, Any]:
@@ -141,7 +145,13 @@ class PatchFeatureEncoder(nn.Module):
         if self.trainable:
             raise ValueError(f"{self.model_name} is trainable: its features change in training and cannot be cached")
         return {
-            "encoder": {"model_name": self.model_name, **self.architecture(), "weights_sha256": weights_digest(self)},
+            "encoder": {
+                "model_name": self.model_name,
+                **self.architecture(),
+                "position_scale": self.position_scale,
+                "keys_with_position": self.keys_with_position,
+                "weights_sha256": weights_digest(self),
+            },
             "resolution": {"image_size": [self.image_size, self.image_size], "patch_size": self.patch_size},
         }
 
@@ -167,6 +177,8 @@ class PatchFeatureEncoder(nn.Module):
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             features = (self.unstandardised(images) - self.mean) / self.std
         content = self.content[2].out_features
+        if self.position_scale != 1.0:
+            features = torch.cat([features[..., :content], features[..., content:] * self.position_scale], dim=-1)
         keys = features
         if not self.keys_with_position:  # zeroed rather than dropped: keys keep the features' shape (caches)
             keys = torch.cat([features[..., :content], torch.zeros_like(features[..., content:])], dim=-1)
