@@ -28,14 +28,14 @@ import torch
 from torch import nn
 
 from ocl.modules.encoders import sinusoidal_position
-from ocl.modules.vit import ViTEncoder, ViTFeatures, patch_grid, weights_digest
+from ocl.modules.vit import PatchTokenGrid, ViTEncoder, ViTFeatures, weights_digest
 
 SHIPPED = "shipped"
 SHIPPED_WEIGHTS = Path(__file__).with_name("weights") / "patch_features_synthetic.pt"
 """The weights file the feature ``*_synthetic`` experiments use (``weights: shipped``)."""
 
 
-class PatchFeatureEncoder(nn.Module):
+class PatchFeatureEncoder(PatchTokenGrid, nn.Module):
     """Local patch features: ``MLP(patch pixels) ++ sinusoidal position``, standardised; frozen unless ``trainable``.
 
     Features have ``embed_dim`` channels: ``embed_dim - 4 * len(position_frequencies)`` content
@@ -100,13 +100,19 @@ class PatchFeatureEncoder(nn.Module):
                 layer.bias.uniform_(-bound, bound, generator=generator)
         self.register_buffer("mean", torch.zeros(self.embed_dim))
         self.register_buffer("std", torch.ones(self.embed_dim))
-        self.grid_size(image_size)  # raises if image_size is not a multiple of the patch size
         if self.pretrained:
             self.load_weights(SHIPPED_WEIGHTS if weights == SHIPPED else Path(weights))
         self.requires_grad_(trainable)
         self.trainable = trainable
         self.keys_with_position = keys_with_position
         self.position_scale = position_scale
+        is_position = torch.arange(embed_dim) >= content_dim
+        # derived from the arguments, so left out of the state dict: per-channel factors after
+        # standardising [D], the keys' channel mask [D], the position channels at image_size [h * w, 4 F]
+        self.register_buffer("channel_scale", torch.where(is_position, position_scale, 1.0), persistent=False)
+        self.register_buffer("key_mask", (~is_position | keys_with_position).float(), persistent=False)
+        grid = self.grid_size(image_size)  # raises if image_size is not a multiple of the patch size
+        self.register_buffer("position", sinusoidal_position(*grid, self.position_frequencies), persistent=False)
         self.train(False)
 
     def architecture(self) -> dict[str, Any]:
@@ -130,15 +136,6 @@ class PatchFeatureEncoder(nn.Module):
                 f"{path} was built for {stored['architecture']}, but the encoder is configured as {self.architecture()}"
             )
         self.load_state_dict(stored["state_dict"])
-
-    def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
-        """Token grid ``(h, w)`` for frames of side ``image_size`` (int) or ``(H, W)``."""
-        return patch_grid(image_size, self.patch_size, self.model_name)
-
-    def num_tokens(self, image_size: int | tuple[int, int] | None = None) -> int:
-        """Patch tokens ``N`` for frames of side ``image_size`` (int) or ``(H, W)``; default ``self.image_size``."""
-        h, w = self.grid_size(self.image_size if image_size is None else image_size)
-        return h * w
 
     def cache_fingerprint(self) -> dict[str, dict[str, Any]]:
         """What the features depend on, as a frozen-feature cache records it (see :meth:`ViTEncoder.cache_fingerprint`)."""
@@ -167,7 +164,9 @@ class PatchFeatureEncoder(nn.Module):
         p = self.patch_size
         patches = images.unflatten(2, (height, p)).unflatten(4, (width, p))  # [B, 3, h, p, w, p]
         patches = patches.permute(0, 2, 4, 1, 3, 5).flatten(3).flatten(1, 2)  # [B, h*w, 3*p*p]
-        position = sinusoidal_position(height, width, self.position_frequencies).to(images)
+        position = self.position
+        if position.shape[0] != height * width:  # another frame size than image_size
+            position = sinusoidal_position(height, width, self.position_frequencies).to(images)
         content = self.content(patches * 2.0 - 1.0)
         return torch.cat([content, position.expand(images.shape[0], -1, -1)], dim=-1)
 
@@ -175,19 +174,10 @@ class PatchFeatureEncoder(nn.Module):
         """``images [B, 3, H, W]`` in [0, 1] -> standardised features and keys ``[B, h * w, D]``
         (``keys_with_position``); without autograd unless trainable."""
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-            features = (self.unstandardised(images) - self.mean) / self.std
-        content = self.content[2].out_features
-        if self.position_scale != 1.0:
-            features = torch.cat([features[..., :content], features[..., content:] * self.position_scale], dim=-1)
-        keys = features
-        if not self.keys_with_position:  # zeroed rather than dropped: keys keep the features' shape (caches)
-            keys = torch.cat([features[..., :content], torch.zeros_like(features[..., content:])], dim=-1)
+            features = (self.unstandardised(images) - self.mean) / self.std * self.channel_scale
+        # position channels zeroed rather than dropped: keys keep the features' shape (caches)
+        keys = features if self.keys_with_position else features * self.key_mask
         return ViTFeatures(features=features, keys=keys, grid=self.grid_size((images.shape[2], images.shape[3])))
-
-    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """``images [B, 3, H, W]`` -> features as maps ``[B, D, h, w]`` (label propagation's input)."""
-        encoded = self(images)
-        return encoded.features.transpose(1, 2).unflatten(2, encoded.grid)
 
 
 PatchEncoder = ViTEncoder | PatchFeatureEncoder

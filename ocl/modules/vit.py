@@ -53,7 +53,31 @@ class ViTFeatures:
     grid: tuple[int, int]
 
 
-class ViTEncoder(nn.Module):
+class PatchTokenGrid:
+    """Token-grid helpers of an encoder with square ``patch_size`` patches, a ``model_name``, a default
+    ``image_size`` and a forward pass returning :class:`ViTFeatures` (:class:`ViTEncoder`, the stand-in
+    :class:`~ocl.modules.patch_features.PatchFeatureEncoder`)."""
+
+    patch_size: int
+    image_size: int
+    model_name: str
+
+    def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """Token grid ``(h, w)`` for frames of side ``image_size`` (int) or ``(H, W)``."""
+        return patch_grid(image_size, self.patch_size, self.model_name)
+
+    def num_tokens(self, image_size: int | tuple[int, int] | None = None) -> int:
+        """Patch tokens ``N`` for frames of side ``image_size`` (int) or ``(H, W)``; default ``self.image_size``."""
+        h, w = self.grid_size(self.image_size if image_size is None else image_size)
+        return h * w
+
+    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """``images [B, 3, H, W]`` -> features as maps ``[B, D, h, w]`` (label propagation's input)."""
+        encoded = self(images)
+        return encoded.features.transpose(1, 2).unflatten(2, encoded.grid)
+
+
+class ViTEncoder(PatchTokenGrid, nn.Module):
     """A timm ViT returning one block's patch tokens and attention keys; frozen unless ``trainable``.
 
     Frames in [0, 1] are normalised inside with the model's pretrained mean and std. Blocks
@@ -147,15 +171,6 @@ class ViTEncoder(nn.Module):
         self.grid_size(image_size)  # raises if image_size is not a multiple of the patch size
         self.train(False)
 
-    def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
-        """Token grid ``(h, w)`` for frames of side ``image_size`` (int) or ``(H, W)``."""
-        return patch_grid(image_size, self.patch_size, self.model_name)
-
-    def num_tokens(self, image_size: int | tuple[int, int] | None = None) -> int:
-        """Patch tokens ``N`` for frames of side ``image_size`` (int) or ``(H, W)``; default ``self.image_size``."""
-        h, w = self.grid_size(self.image_size if image_size is None else image_size)
-        return h * w
-
     def cache_fingerprint(self) -> dict[str, dict[str, Any]]:
         """What this frozen encoder's features depend on, as a frozen-feature cache records it
         (:mod:`ocl.data.feature_cache`): ``encoder`` (architecture, block, position interpolation,
@@ -213,11 +228,6 @@ class ViTEncoder(nn.Module):
             )
             tokens = vit.pos_drop(tokens + dino_position_embedding(vit.pos_embed, (height, width)))
         return vit.norm_pre(vit.patch_drop(tokens))
-
-    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """``images [B, 3, H, W]`` -> block tokens as maps ``[B, D, h, w]`` (label propagation's input)."""
-        encoded = self(images)
-        return encoded.features.transpose(1, 2).unflatten(2, encoded.grid)
 
 
 def patch_grid(image_size: int | tuple[int, int], patch_size: int, model_name: str) -> tuple[int, int]:
