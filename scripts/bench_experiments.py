@@ -135,7 +135,7 @@ def feature_inputs(model: torch.nn.Module, batch: int, frames: int, side: int, d
     """A batch as a frozen-feature cache gives it (float16 ``features`` and, if read, ``feature_keys``
     ``[B, T, N, D]``): the method skips its encoder (``data.feature_cache``)."""
     shape = (batch, frames, model.encoder.num_tokens(side), model.encoder.embed_dim)
-    names = (FEATURES, FEATURE_KEYS) if model.predict_similarity else (FEATURES,)
+    names = (FEATURES, FEATURE_KEYS) if model.reads_keys() else (FEATURES,)
     return {name: torch.randn(shape, device=device).half() for name in names}
 
 

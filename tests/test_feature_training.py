@@ -9,8 +9,11 @@ import pytest
 import timm
 import torch
 from conftest import compose_config, run_cli
+from hydra.errors import InstantiationException
 
+from ocl.build import build_model
 from ocl.cli import train
+from ocl.contracts.batch import VIDEO
 from ocl.methods.encoder_weights import FINGERPRINT_KEY
 
 FEATURE_TINY = [
@@ -73,6 +76,23 @@ def test_synthetic_variant_trains_and_validates(tmp_path, experiment):
     assert "encoder." in checkpoint[FINGERPRINT_KEY]
     moments = [state["exp_avg"] for state in checkpoint["optimizer_states"][0]["state"].values()]
     assert moments and all(torch.isfinite(m).all() for m in moments) and any(m.abs().sum() > 0 for m in moments)
+
+
+def test_keys_as_the_reconstruction_target_leave_the_stand_ins_position_channels_out(tmp_path):
+    overrides = ["experiment=slotcontrast_synthetic", *FEATURE_TINY, f"paths.output_dir={tmp_path}"]
+    model = build_model(compose_config(overrides))  # the experiment's target: keys
+    video = torch.rand(2, 2, 3, 32, 32)
+    output = model({VIDEO: video})
+    encoded = model.encoder(video.flatten(0, 1))
+    content = model.encoder.embed_dim - 4 * len(model.encoder.position_frequencies)
+    torch.testing.assert_close(output.target, encoded.keys.unflatten(0, (2, 2)))
+    assert not output.target[..., content:].any() and encoded.features[..., content:].any()
+    assert model.frozen_feature_fingerprint()["keys"]  # a feature cache must then hold the keys
+    recipe = build_model(compose_config([*overrides, "model.reconstruction_target=features"]))
+    torch.testing.assert_close(recipe({VIDEO: video}).target, encoded.features.unflatten(0, (2, 2)))
+    assert not recipe.frozen_feature_fingerprint()["keys"]
+    with pytest.raises(InstantiationException, match="reconstruction_target must be 'features' or 'keys'"):
+        build_model(compose_config([*overrides, "model.reconstruction_target=tokens"]))
 
 
 @pytest.mark.slow

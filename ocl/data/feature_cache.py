@@ -20,7 +20,7 @@ with no random crop (MOVi: resize + flips) the draws and the clips are exactly t
 **Layout** of ``<dir>`` (one split)::
 
     features.npy   [V, F, N, D] float16 (or float32): block tokens of placement v of frame f
-    keys.npy       [V, F, N, D] attention keys (only for methods that read them: VideoSAUR)
+    keys.npy       [V, F, N, D] attention keys (only for methods that read them: VideoSAUR, reconstruction_target=keys)
     index.npz      video_ids [videos], frame_offsets [videos + 1] (video i = frames
                    offsets[i]:offsets[i+1] of F), placements [videos, V, 3] (top, left, flip)
     manifest.json  format, version, fingerprint, contents; written last

@@ -16,7 +16,7 @@ skips the encoder (:meth:`FeatureVideoMethod.frame_features`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ class FeatureVideoMethod(ObjectCentricMethod):
 
     Output: ``slots [B, T, K, d]``, ``masks [B, T, K, h, w]`` (the decoder's alpha masks on the
     patch grid), ``features [B, T, N, token_dim]`` (the corrector's input), and, as configured,
-    ``reconstruction``/``target`` ``[B, T, N, D]`` (target = frozen block features) and
+    ``reconstruction``/``target`` ``[B, T, N, D]`` (target: the frozen block features or keys) and
     ``extras["keys"] [B, T, N, D]`` / ``extras["similarity_logits"] [B, T, N, N]``.
 
     Args:
@@ -51,6 +51,10 @@ class FeatureVideoMethod(ObjectCentricMethod):
             number of patches and the channels to decode, which follow from the encoder.
         token_dim: dimension of the corrector's input tokens (the token MLP's output).
         reconstruct_features: decode the encoder's block features (MSE target).
+        reconstruction_target: what ``reconstruct_features`` decodes: ``"features"`` (the
+            recipes: the block features, the corrector's input too) or ``"keys"`` (ocl's option:
+            the encoder's keys; on the stand-in patch encoder, its content channels without the
+            position channels, which the decoder's own positions would predict without slots).
         predict_similarity: decode ``N`` logits per patch over the next frame's patches
             (VideoSAUR's temporal similarity loss).
         cyclic_inference: evaluate with the processor's cyclic inference (see
@@ -65,6 +69,7 @@ class FeatureVideoMethod(ObjectCentricMethod):
         decoder: DecoderFactory,
         token_dim: int,
         reconstruct_features: bool = True,
+        reconstruction_target: Literal["features", "keys"] = "features",
         predict_similarity: bool = False,
         cyclic_inference: bool = False,
         **kwargs: Any,
@@ -72,12 +77,15 @@ class FeatureVideoMethod(ObjectCentricMethod):
         super().__init__(**kwargs)
         if not (reconstruct_features or predict_similarity):
             raise ValueError("the decoder needs something to decode: set reconstruct_features or predict_similarity")
+        if reconstruction_target not in ("features", "keys"):
+            raise ValueError(f"reconstruction_target must be 'features' or 'keys', got {reconstruction_target!r}")
         self.encoder = encoder
         self.token_mlp = TokenMLP(encoder.embed_dim, token_dim)
         self.processor = processor
         self.processor.cyclic_inference = cyclic_inference
         self.num_tokens = encoder.num_tokens()
         self.reconstruct_features = reconstruct_features
+        self.reconstruction_target = reconstruction_target
         self.predict_similarity = predict_similarity
         output_dim = (encoder.embed_dim if reconstruct_features else 0) + (self.num_tokens if predict_similarity else 0)
         self.decoder = decoder(num_tokens=self.num_tokens, output_dim=output_dim)
@@ -115,8 +123,10 @@ class FeatureVideoMethod(ObjectCentricMethod):
                 f"cached features have {tokens} tokens of {dim} channels; {self.encoder.model_name} at "
                 f"{self.encoder.image_size} px gives {self.num_tokens} of {self.encoder.embed_dim}"
             )
-        if self.predict_similarity and keys is None:
-            raise ValueError(f"the batch has '{FEATURES}' but no '{FEATURE_KEYS}', which predict_similarity reads")
+        if self.reads_keys() and keys is None:
+            raise ValueError(
+                f"the batch has '{FEATURES}' but no '{FEATURE_KEYS}', which predict_similarity / reconstruction_target=keys read"
+            )
         dtype = next(self.token_mlp.parameters()).dtype
         return (
             ViTFeatures(
@@ -131,8 +141,12 @@ class FeatureVideoMethod(ObjectCentricMethod):
     def frozen_feature_fingerprint(self) -> dict[str, Any]:
         """What a frozen-feature cache must match to stand in for :meth:`encode`: the encoder and
         resolution (:meth:`~ocl.modules.vit.ViTEncoder.cache_fingerprint`), and ``keys``: whether the attention keys
-        are read (``predict_similarity``)."""
-        return {**self.encoder.cache_fingerprint(), "keys": self.predict_similarity}
+        are read (:meth:`reads_keys`)."""
+        return {**self.encoder.cache_fingerprint(), "keys": self.reads_keys()}
+
+    def reads_keys(self) -> bool:
+        """Whether a step reads the encoder's keys: VideoSAUR's similarity target or ``reconstruction_target=keys``."""
+        return self.predict_similarity or (self.reconstruct_features and self.reconstruction_target == "keys")
 
     def forward(self, batch: dict[str, Any], previous_slots: torch.Tensor | None = None) -> ModelOutput:
         """``previous_slots [B, K, d]``: continue a video from the slots of the frame before this
@@ -156,7 +170,8 @@ class FeatureVideoMethod(ObjectCentricMethod):
             output.extras[ASSIGNED_POINTS] = points.assigned
         if self.reconstruct_features:
             output.reconstruction = decoded[..., : self.encoder.embed_dim]
-            output.target = encoded.features.unflatten(0, (batch_size, num_frames))
+            target = encoded.keys if self.reconstruction_target == "keys" else encoded.features
+            output.target = target.unflatten(0, (batch_size, num_frames))
         if self.predict_similarity:
             output.extras[SIMILARITY_LOGITS] = decoded[..., -self.num_tokens :]
             output.extras[KEYS] = encoded.keys.unflatten(0, (batch_size, num_frames))
