@@ -108,9 +108,9 @@ class PatchFeatureEncoder(PatchTokenGrid, nn.Module):
         self.position_scale = position_scale
         is_position = torch.arange(embed_dim) >= content_dim
         # derived from the arguments, so left out of the state dict: per-channel factors after
-        # standardising [D], the keys' channel mask [D], the position channels at image_size [h * w, 4 F]
+        # standardising [D], 1 on the content channels [D], the position channels at image_size [h * w, 4 F]
         self.register_buffer("channel_scale", torch.where(is_position, position_scale, 1.0), persistent=False)
-        self.register_buffer("key_mask", (~is_position | keys_with_position).float(), persistent=False)
+        self.register_buffer("content_mask", (~is_position).float(), persistent=False)
         grid = self.grid_size(image_size)  # raises if image_size is not a multiple of the patch size
         self.register_buffer("position", sinusoidal_position(*grid, self.position_frequencies), persistent=False)
         self.train(False)
@@ -176,7 +176,7 @@ class PatchFeatureEncoder(PatchTokenGrid, nn.Module):
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             features = (self.unstandardised(images) - self.mean) / self.std * self.channel_scale
         # position channels zeroed rather than dropped: keys keep the features' shape (caches)
-        keys = features if self.keys_with_position else features * self.key_mask
+        keys = features if self.keys_with_position else features * self.content_mask
         return ViTFeatures(features=features, keys=keys, grid=self.grid_size((images.shape[2], images.shape[3])))
 
 
