@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import run_cli
+from PIL import Image
 
 
 @pytest.mark.slow
@@ -50,3 +52,18 @@ def test_mask_ceiling_is_perfect_at_the_label_size_and_falls_as_the_mask_grid_co
     assert video[64] == 1.0  # the labels themselves, through the metric's own resize and argmax
     assert video[8] < video[16] < 0.95
     assert "8 validation videos, labels (12, 64, 64)" in result.stdout
+
+
+@pytest.mark.slow
+def test_compare_masks_shows_frames_truth_and_each_runs_overlay_on_the_same_videos(tiny_checkpoint, tmp_path):
+    out = tmp_path / "masks.png"
+    args = ["--out", str(out), "--videos", "2", "--frames", "0,2", "--scale", "1"]
+    result = run_cli("scripts/compare_masks.py", [*args, str(tiny_checkpoint), str(tiny_checkpoint)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    image = np.asarray(Image.open(out))
+    assert image.shape == (4 * 32, 2 * 2 * 32, 3)  # frames, truth, two runs; 2 videos x 2 frames of 32 x 32
+    frames, truth, first_run, second_run = np.split(image, 4, axis=0)
+    assert np.array_equal(first_run, second_run)  # the evaluation seed: the same masks every time
+    assert not np.array_equal(first_run, frames)  # the slots' colours are blended over the frames
+    assert 2 <= len(np.unique(truth.reshape(-1, 3), axis=0)) <= 5  # background + the easy level's 2-4 objects
+    assert f"row 3: {tiny_checkpoint}" in result.stdout
