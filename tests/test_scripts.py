@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_cli
 from PIL import Image
+
+from scripts.feature_clusters import kmeans
 
 
 @pytest.mark.slow
@@ -52,6 +55,29 @@ def test_mask_ceiling_is_perfect_at_the_label_size_and_falls_as_the_mask_grid_co
     assert video[64] == 1.0  # the labels themselves, through the metric's own resize and argmax
     assert video[8] < video[16] < 0.95
     assert "8 validation videos, labels (12, 64, 64)" in result.stdout
+
+
+def test_kmeans_recovers_separated_blobs_and_repeats_itself_for_a_seed():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=torch.float64)
+    truth = torch.arange(3).repeat_interleave(20)
+    points = centres[truth] + torch.randn(60, 2, generator=generator, dtype=torch.float64)
+    labels = kmeans(points, 3, restarts=5, iterations=10, generator=torch.Generator().manual_seed(1))
+    assert len(set(zip(labels.tolist(), truth.tolist(), strict=True))) == 3  # one cluster per blob
+    again = kmeans(points, 3, restarts=5, iterations=10, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(labels, again)
+
+
+@pytest.mark.slow
+def test_feature_clusters_scores_the_stand_in_above_one_cluster_per_video():
+    def video_fg_ari(*args: str) -> float:
+        result = run_cli("scripts/feature_clusters.py", [*args, "experiment=videosaur_synthetic", "data.val_size=8"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "K=" in result.stdout and "8 validation videos" in result.stdout
+        return float(result.stdout.split("video FG-ARI ")[1].split(",")[0])
+
+    assert video_fg_ari("--clusters", "1") < 0.05  # all foreground in one cluster
+    assert video_fg_ari("--tokens", "keys") > 0.3  # the stand-in's content channels group by object
 
 
 @pytest.mark.slow

@@ -102,8 +102,9 @@ def resume_point(cfg: DictConfig, candidates: Sequence[Path]) -> tuple[Path | No
         shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
         raise CheckpointError(
             f"{path.parent.parent} holds a run of another config ({shown}), which a rerun in its folder would "
-            "continue: start this run in a new folder (another hydra.run.dir), or rerun the folder's own command "
-            "(only trainer.max_steps and the keys of RESUME_SAFE_KEYS in ocl/utils/resume.py may change)"
+            "continue: start this run in a new folder (another hydra.run.dir), rerun the folder's own command "
+            "(only trainer.max_steps and the keys of RESUME_SAFE_KEYS in ocl/utils/resume.py may change), or "
+            f"continue from the checkpoint on purpose under this config with ckpt_path={path}"
         )
     log.info(
         "resuming from %s (the newest checkpoint of the run folder that loads%s)",
