@@ -3,7 +3,7 @@
 Each validation video's tokens (all frames together, as video FG-ARI scores them) are clustered
 with k-means into ``K`` groups (the experiment's slot count unless ``--clusters``); the clusters,
 as one-hot masks on the token grid, are scored through the metrics' path (resized to the labels,
-argmax, ``ocl.metrics.protocol.hard_segmentation``). A slot method on these features has to do
+argmax, counted: ``ocl.metrics.protocol.segmentation_contingency``). A slot method on these features has to do
 what k-means does without the labels' help, so the numbers say whether the features or the
 learning limit a run: on the stand-in patch encoder (``model/encoder=patch_synthetic``) they show
 how its position channels trade grouping by object for grouping by place::
@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from ocl.build import build_datamodule
 from ocl.metrics.ari import fg_ari_from_contingency
 from ocl.metrics.overlap import mbo_from_contingency
-from ocl.metrics.protocol import contingency, hard_segmentation, sample_tables
+from ocl.metrics.protocol import sample_tables, segmentation_contingency
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -53,10 +53,15 @@ def kmeans(
 
 
 def cluster_masks(
-    tokens: torch.Tensor, grid: tuple[int, int], clusters: int, args: argparse.Namespace, generator: torch.Generator
+    tokens: torch.Tensor,
+    grid: tuple[int, int],
+    clusters: int,
+    restarts: int,
+    iterations: int,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """``tokens [T, N, D]`` of one video -> one-hot cluster masks ``[T, K, h, w]`` (float)."""
-    labels = kmeans(tokens.flatten(0, 1).double(), clusters, args.restarts, args.iterations, generator)
+    labels = kmeans(tokens.flatten(0, 1).double(), clusters, restarts, iterations, generator)
     masks = F.one_hot(labels, clusters).float().unflatten(0, tokens.shape[:2])  # [T, N, K]
     return masks.transpose(1, 2).unflatten(-1, grid)
 
@@ -86,9 +91,13 @@ def main() -> None:
             tokens = (encoded.features if args.tokens == "features" else encoded.keys).unflatten(
                 0, video.shape[:2]
             )  # [B, T, N, D]
-            masks = torch.stack([cluster_masks(clip, encoded.grid, clusters, args, generator) for clip in tokens])
-            pred_ids = hard_segmentation(masks, tuple(true_ids.shape[-2:]))
-            tables.append(sample_tables(contingency(pred_ids, true_ids, clusters), video=True))
+            masks = torch.stack(
+                [
+                    cluster_masks(clip, encoded.grid, clusters, args.restarts, args.iterations, generator)
+                    for clip in tokens
+                ]
+            )
+            tables.append(sample_tables(segmentation_contingency(masks, true_ids), video=True))
     table = torch.cat(tables)
     ari, ari_scored = fg_ari_from_contingency(table)
     mbo, mbo_scored = mbo_from_contingency(table)
