@@ -8,6 +8,7 @@ import torch
 from conftest import run_cli
 from PIL import Image
 
+from scripts.bench_gpu import Step, run_step
 from scripts.feature_clusters import kmeans
 
 
@@ -45,6 +46,31 @@ def test_bench_experiments_tiny_prints_a_row_per_experiment_and_precision():
     }
     assert set(ratios) == {"32-true", "bf16-mixed"}
     assert all(cells[:2] == ["no", "2 / 2"] and float(cells[2]) > 0 for cells in ratios.values())
+
+
+def test_bench_gpu_stops_a_step_at_its_limit_keeps_its_log_and_skips_gpu_only_steps_when_tiny(tmp_path):
+    sleeper = Step("sleeper", "-c", ("print('started', flush=True); import time; time.sleep(60)",), None, 1)
+    status, seconds = run_step(sleeper, tiny=False, out=tmp_path)
+    assert status == "stopped after 1 s" and seconds < 30
+    assert "started" in (tmp_path / "sleeper.log").read_text()
+    assert run_step(sleeper, tiny=True, out=tmp_path) == ("skipped (--tiny)", 0.0)
+
+
+@pytest.mark.slow
+def test_bench_gpu_tiny_runs_the_chosen_steps_and_summarises_them(tmp_path):
+    result = run_cli(
+        "scripts/bench_gpu.py", ["--tiny", "--out", str(tmp_path), "--steps", "slotcurri_ratio", "compiled"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = (tmp_path / "summary.md").read_text().splitlines()
+    assert summary[2].startswith("| slotcurri_ratio | ok |") and summary[3].startswith(
+        "| compiled | skipped (--tiny) |"
+    )
+    assert len(summary) == 4  # the steps not chosen do not run
+    assert (
+        "| slotcurri_movi | slotcontrast_movi_c | 32-true | no | 2 / 2 |"
+        in (tmp_path / "slotcurri_ratio.log").read_text()
+    )
 
 
 def test_mask_ceiling_is_perfect_at_the_label_size_and_falls_as_the_mask_grid_coarsens():
