@@ -17,6 +17,7 @@ SHA-256, which ``PatchFeatureEncoder.cache_fingerprint`` also records).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,8 @@ def build(args: argparse.Namespace) -> PatchFeatureEncoder:
     return encoder
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse ``argv`` (default: the command line), build the encoder and write its weights file."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=SHIPPED_WEIGHTS, help="where to write the weights file")
     parser.add_argument("--patch-size", type=int, default=4)
@@ -68,7 +70,7 @@ def main() -> None:
     parser.add_argument("--level", default="easy")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--data-seed", type=int, default=0, help="the synthetic data's seed (data.seed)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     encoder = build(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"architecture": encoder.architecture(), "state_dict": encoder.state_dict()}, args.out)

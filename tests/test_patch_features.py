@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ocl.modules.patch_features import SHIPPED_WEIGHTS, PatchFeatureEncoder, sinusoidal_position
+from scripts.build_patch_encoder import main as build_patch_encoder
 from scripts.build_patch_encoder import train_frames
-
-BUILD = REPO / "scripts" / "build_patch_encoder.py"
 
 
 def build_weights(out: Path, *args: str) -> None:
-    subprocess.run([sys.executable, str(BUILD), "--out", str(out), *args], check=True, cwd=REPO, capture_output=True)
+    """``python scripts/build_patch_encoder.py --out <out> <args>``, in this process."""
+    build_patch_encoder(["--out", str(out), *args])
 
 
 def test_features_are_one_token_per_patch_and_can_double_as_keys() -> None:
@@ -101,7 +99,12 @@ def test_the_shipped_weights_are_what_the_build_script_writes(tmp_path: Path) ->
     rebuilt = torch.load(out, weights_only=True)
     assert shipped["architecture"] == rebuilt["architecture"]
     for name, tensor in shipped["state_dict"].items():
-        torch.testing.assert_close(rebuilt["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
+        # The seeded MLP is bit for bit; the channel statistics are float sums over the train frames,
+        # whose rounding follows the CPU's vector width (AVX2 vs AVX-512 differ by ~1e-8).
+        exact = name not in ("mean", "std")
+        torch.testing.assert_close(
+            rebuilt["state_dict"][name], tensor, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6, msg=name
+        )
 
 
 def test_the_built_statistics_standardise_the_train_frames(tmp_path: Path) -> None:
