@@ -5,6 +5,7 @@ training overrides stored in a checkpoint, and reports metrics: shared by ``trai
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,9 @@ from ocl.utils.checkpoints import (
     CheckpointError,
     read_checkpoint,
 )
+from ocl.utils.precision import emulated_bf16_warning
+
+log = logging.getLogger(__name__)
 
 # Frozen encoders stay in eval mode on purpose (ocl.modules.vit.ViTEncoder); Lightning warns about it.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", module="lightning")
@@ -62,12 +66,17 @@ def build_trainer(
 ) -> pl.Trainer:
     """The Lightning trainer of ``cfg.trainer`` with the logger of the config, its ``callbacks``
     (default: :func:`build_callbacks`) and ``extra_callbacks``; it writes checkpoints atomically
-    (:class:`~ocl.utils.checkpoints.AtomicCheckpointIO`)."""
+    (:class:`~ocl.utils.checkpoints.AtomicCheckpointIO`) and warns when its bf16 would be emulated
+    (:func:`~ocl.utils.precision.emulated_bf16_warning`)."""
     callbacks = build_callbacks(cfg) if callbacks is None else callbacks
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    return instantiate(
+    trainer = instantiate(
         cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=logger, plugins=[AtomicCheckpointIO()]
     )
+    warning = emulated_bf16_warning(trainer)
+    if warning is not None:
+        log.warning(warning)
+    return trainer
 
 
 def report_metrics(

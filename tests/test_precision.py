@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import TINY, compose_config
 
-from ocl.build import build_model
+import ocl.utils.precision
+from ocl.build import build_model, build_trainer
 from ocl.cli import train
 from ocl.contracts.output import ModelOutput
 from ocl.losses import SlotSlotContrastive, StructureSSIM3D, TemporalFeatureSimilarity
@@ -76,6 +77,20 @@ def test_bf16_mixed_training_takes_finite_steps_close_to_fp32(tmp_path):
     assert sorted(mixed) == [0, 1, 2] and all(math.isfinite(value) for value in mixed.values())
     assert mixed != full  # the forward really ran in bf16
     assert mixed[0] == pytest.approx(full[0], rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("precision", "native_bf16", "warned"),
+    [("bf16-mixed", False, True), ("16-mixed", False, True), ("bf16-mixed", True, False), ("32-true", False, False)],
+)
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(precision, native_bf16, warned, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(ocl.utils.precision, "cpu_has_native_bf16", lambda: native_bf16)
+    cfg = compose_config(
+        [*TINY, f"paths.output_dir={tmp_path}", "trainer.accelerator=cpu", f"trainer.precision={precision}"]
+    )
+    with caplog.at_level(logging.WARNING, logger="ocl.build"):
+        build_trainer(cfg)
+    assert ("on a CPU without native bf16" in caplog.text) == warned
 
 
 def test_compile_setting_values():
