@@ -23,9 +23,8 @@ def cpu_has_native_bf16() -> bool:
 def emulated_bf16_warning(trainer: pl.Trainer) -> str | None:
     """What to tell the user when ``trainer`` autocasts to bf16 on a CPU that emulates it, else
     ``None``. Lightning runs ``16-mixed`` as ``bf16-mixed`` on a CPU, so this covers both."""
-    if "bf16" not in str(trainer.precision) or not isinstance(trainer.accelerator, CPUAccelerator):
-        return None
-    if cpu_has_native_bf16():
+    emulated = "bf16" in str(trainer.precision) and isinstance(trainer.accelerator, CPUAccelerator)
+    if not emulated or cpu_has_native_bf16():
         return None
     return (
         f"trainer.precision={trainer.precision} on a CPU without native bf16 (no AVX512-BF16 or AMX): "
