@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ CURRICULUM_PAIRS = {
 """SlotCurri recipe -> the SlotContrast recipe it extends (same model and data; its step-time ratio is printed)."""
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", nargs="*", default=None, help="default: every experiment not *_synthetic")
     parser.add_argument("--precisions", nargs="*", default=["32-true", "bf16-mixed"], choices=sorted(PRECISIONS))
@@ -78,7 +79,7 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="also time the DINO-feature experiments on cached features (encoder skipped) and the decoder's share",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.process_time and not args.device.startswith("cpu"):
         parser.error("--process-time counts CPU work: use it with --device cpu")
     return args
@@ -276,8 +277,9 @@ def print_curriculum_ratios(speeds: dict[tuple[str, str, bool], tuple[float, int
         )
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    """``argv``: the command line after the script name (default: ``sys.argv[1:]``)."""
+    args = parse_args(argv)
     names = args.experiments or experiment_names()
     print(f"device {args.device}; {args.steps} timed steps after {args.warmup} warm-up steps; random weights")
     compiled_columns = " clips/s compiled | step time compiled / eager |" if args.compile else ""

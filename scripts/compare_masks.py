@@ -18,6 +18,7 @@ that draws its initial slots (Gaussian initialisation) draws the metrics' slots 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def tile(images: torch.Tensor, frames: list[int]) -> np.ndarray:
     return (row.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """``argv``: the command line after the script name (default: ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path, help="train.py checkpoints (.ckpt)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
@@ -65,7 +67,7 @@ def main() -> None:
     )
     parser.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscaling of the PNG")
     parser.add_argument("--override", action="append", default=[], help="config override for every run (repeatable)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     rows, labels = [], []
     for index, checkpoint in enumerate(args.checkpoints):

@@ -19,6 +19,7 @@ validation videos. Deterministic for a given ``--seed``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -66,7 +67,8 @@ def cluster_masks(
     return masks.transpose(1, 2).unflatten(-1, grid)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """``argv``: the command line after the script name (default: ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clusters", type=int, default=None, help="K (default: the experiment's slot count)")
     parser.add_argument(
@@ -75,7 +77,7 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    args, overrides = parser.parse_known_args()
+    args, overrides = parser.parse_known_args(argv)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     clusters = args.clusters or cfg.model.processor.initialiser.num_slots

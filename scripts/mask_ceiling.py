@@ -16,6 +16,7 @@ module is scored. Prints, per grid, the video and frame FG-ARI averaged over vid
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -46,7 +47,8 @@ def ceiling(true_ids: torch.Tensor, grid: int) -> tuple[float, float]:
     return video[video_scored].mean().item(), frame[frame_scored].mean().item()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """``argv``: the command line after the script name (default: ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--grids",
@@ -54,7 +56,7 @@ def main() -> None:
         default=[8, 16, 32],
         help="grid sizes g, comma-separated",
     )
-    args, overrides = parser.parse_known_args()
+    args, overrides = parser.parse_known_args(argv)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     datamodule = build_datamodule(cfg)

@@ -32,6 +32,7 @@ from ocl.data.feature_cache import (
 )
 from ocl.data.movi_convert import convert_movi
 from ocl.data.transforms import Placement, VideoTransform
+from scripts import bench_experiments
 
 SYNTHETIC = [
     "model/encoder=vit_synthetic",
@@ -326,11 +327,10 @@ def test_the_script_writes_a_cache_that_trains(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_bench_experiments_times_steps_on_cached_features() -> None:
+def test_bench_experiments_times_steps_on_cached_features(capsys: pytest.CaptureFixture[str]) -> None:
     arguments = ["--tiny", "--steps", "1", "--warmup", "0", "--precisions", "32-true", "--feature-cache"]
-    result = run_cli("scripts/bench_experiments.py", [*arguments, "--experiments", "videosaur_movi_c", "smtc_ytvos"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = result.stdout.split("Frozen-feature cache")[1]
+    bench_experiments.main([*arguments, "--experiments", "videosaur_movi_c", "smtc_ytvos"])
+    table = capsys.readouterr().out.split("Frozen-feature cache")[1]
     rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| videosaur_movi_c")]
     assert len(rows) == 1 and "smtc_ytvos" not in table  # SMTC's ViT is trained: nothing to cache
     uncached, cached, ratio = (float(value) for value in rows[0][3:6])

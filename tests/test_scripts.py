@@ -8,8 +8,8 @@ import torch
 from conftest import run_cli
 from PIL import Image
 
+from scripts import bench_experiments, compare_masks, feature_clusters, mask_ceiling
 from scripts.bench_gpu import Step, run_step
-from scripts.feature_clusters import kmeans
 
 
 @pytest.mark.slow
@@ -26,13 +26,11 @@ def test_bench_data_quick_prints_every_data_module_the_demand_table_and_the_deco
 
 
 @pytest.mark.slow
-def test_bench_experiments_tiny_prints_a_row_per_experiment_and_precision():
+def test_bench_experiments_tiny_prints_a_row_per_experiment_and_precision(capsys):
     experiments = ["smtc_ytvos", "slash_movi", "slotcontrast_movi_c", "slotcurri_movi"]
-    result = run_cli(
-        "scripts/bench_experiments.py", ["--tiny", "--steps", "1", "--warmup", "0", "--experiments", *experiments]
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {tuple(cells[:2]): cells for cells in (line.strip("| ").split(" | ") for line in result.stdout.splitlines())}
+    bench_experiments.main(["--tiny", "--steps", "1", "--warmup", "0", "--experiments", *experiments])
+    stdout = capsys.readouterr().out
+    rows = {tuple(cells[:2]): cells for cells in (line.strip("| ").split(" | ") for line in stdout.splitlines())}
     for experiment in experiments:
         assert (experiment, "32-true") in rows and (experiment, "bf16-mixed") in rows
     # hours of SlotContrast's schedule (100k steps of 64 clips) at the measured clips/s, at its precision
@@ -41,7 +39,7 @@ def test_bench_experiments_tiny_prints_a_row_per_experiment_and_precision():
     assert float(row[7].split()[0]) == pytest.approx(100_000 * 64 / float(row[3]) / 3600, rel=0.01)
     ratios = {  # SlotCurri / SlotContrast step time per precision, from the same run
         cells[2]: cells[3:]
-        for cells in (line.strip("| ").split(" | ") for line in result.stdout.splitlines())
+        for cells in (line.strip("| ").split(" | ") for line in stdout.splitlines())
         if cells[:2] == ["slotcurri_movi", "slotcontrast_movi_c"]
     }
     assert set(ratios) == {"32-true", "bf16-mixed"}
@@ -73,14 +71,14 @@ def test_bench_gpu_tiny_runs_the_chosen_steps_and_summarises_them(tmp_path):
     )
 
 
-def test_mask_ceiling_is_perfect_at_the_label_size_and_falls_as_the_mask_grid_coarsens():
-    result = run_cli("scripts/mask_ceiling.py", ["--grids", "8,16,64", "data.val_size=8"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in result.stdout.splitlines())}
+def test_mask_ceiling_is_perfect_at_the_label_size_and_falls_as_the_mask_grid_coarsens(capsys):
+    mask_ceiling.main(["--grids", "8,16,64", "data.val_size=8"])
+    stdout = capsys.readouterr().out
+    rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in stdout.splitlines())}
     video = {grid: float(rows[f"{grid} x {grid}"][0]) for grid in (8, 16, 64)}
     assert video[64] == 1.0  # the labels themselves, through the metric's own resize and argmax
     assert video[8] < video[16] < 0.95
-    assert "8 validation videos, labels (12, 64, 64)" in result.stdout
+    assert "8 validation videos, labels (12, 64, 64)" in stdout
 
 
 def test_kmeans_recovers_separated_blobs_and_repeats_itself_for_a_seed():
@@ -88,34 +86,33 @@ def test_kmeans_recovers_separated_blobs_and_repeats_itself_for_a_seed():
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=torch.float64)
     truth = torch.arange(3).repeat_interleave(20)
     points = centres[truth] + torch.randn(60, 2, generator=generator, dtype=torch.float64)
-    labels = kmeans(points, 3, restarts=5, iterations=10, generator=torch.Generator().manual_seed(1))
+    labels = feature_clusters.kmeans(points, 3, restarts=5, iterations=10, generator=torch.Generator().manual_seed(1))
     assert len(set(zip(labels.tolist(), truth.tolist(), strict=True))) == 3  # one cluster per blob
-    again = kmeans(points, 3, restarts=5, iterations=10, generator=torch.Generator().manual_seed(1))
+    again = feature_clusters.kmeans(points, 3, restarts=5, iterations=10, generator=torch.Generator().manual_seed(1))
     assert torch.equal(labels, again)
 
 
 @pytest.mark.slow
-def test_feature_clusters_scores_the_stand_in_above_one_cluster_per_video():
+def test_feature_clusters_scores_the_stand_in_above_one_cluster_per_video(capsys):
     def video_fg_ari(*args: str) -> float:
-        result = run_cli("scripts/feature_clusters.py", [*args, "experiment=videosaur_synthetic", "data.val_size=8"])
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "K=" in result.stdout and "8 validation videos" in result.stdout
-        return float(result.stdout.split("video FG-ARI ")[1].split(",")[0])
+        feature_clusters.main([*args, "experiment=videosaur_synthetic", "data.val_size=8"])
+        stdout = capsys.readouterr().out
+        assert "K=" in stdout and "8 validation videos" in stdout
+        return float(stdout.split("video FG-ARI ")[1].split(",")[0])
 
     assert video_fg_ari("--clusters", "1") < 0.05  # all foreground in one cluster
     assert video_fg_ari("--tokens", "keys") > 0.3  # the stand-in's content channels group by object
 
 
 @pytest.mark.slow
-def test_compare_masks_shows_frames_truth_and_each_runs_overlay_on_the_same_videos(tiny_checkpoint, tmp_path):
+def test_compare_masks_shows_frames_truth_and_each_runs_overlay_on_the_same_videos(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "masks.png"
     args = ["--out", str(out), "--videos", "2", "--frames", "0,2", "--scale", "1"]
-    result = run_cli("scripts/compare_masks.py", [*args, str(tiny_checkpoint), str(tiny_checkpoint)])
-    assert result.returncode == 0, result.stderr[-3000:]
+    compare_masks.main([*args, str(tiny_checkpoint), str(tiny_checkpoint)])
     image = np.asarray(Image.open(out))
     assert image.shape == (4 * 32, 2 * 2 * 32, 3)  # frames, truth, two runs; 2 videos x 2 frames of 32 x 32
     frames, truth, first_run, second_run = np.split(image, 4, axis=0)
     assert np.array_equal(first_run, second_run)  # the evaluation seed: the same masks every time
     assert not np.array_equal(first_run, frames)  # the slots' colours are blended over the frames
     assert 2 <= len(np.unique(truth.reshape(-1, 3), axis=0)) <= 5  # background + the easy level's 2-4 objects
-    assert f"row 3: {tiny_checkpoint}" in result.stdout
+    assert f"row 3: {tiny_checkpoint}" in capsys.readouterr().out
