@@ -3,10 +3,11 @@ a floor that the same model untrained does not reach.
 
 The floors and the runs that calibrate them are in docs/benchmarks.md ("Learning tests"): each
 floor sits under the trained value and above the untrained value of every calibrated seed (three
-seeds, one thread), with margins of 0.2 (SAVi, Slot Attention, SLASH), 0.12 (SMTC, seed 0) and
-0.19 (VideoSAUR on the stand-in encoder, seed 0; 0.011 on its late seed 1) for the run-to-run
-change a thread count brings (float sums differ, so do the trajectories). The tests use seed 0
-and pass at one and two threads.
+seeds, one thread), with margins of at least 0.19 / 0.21 under / over them for SAVi, 0.14 / 0.14
+for SLASH, 0.055 / 0.032 for VideoSAUR on the stand-in encoder and 0.12 for SMTC (seed 0), for the
+run-to-run change a thread count brings (float sums differ, so do the trajectories). The tests use
+seed 0 and pass at one and two threads. Plain Slot Attention has no case of its own: SLASH's run is
+Slot Attention with two modules added, and SAVi's corrector is the same slot attention.
 """
 
 from __future__ import annotations
@@ -48,35 +49,40 @@ def first_steps(steps: int, schedule_length_key: str, val_size: int, schedule_st
     )
 
 
-IMAGE_RUN = first_steps(1000, "model.scheduler.decay_steps", val_size=64)  # Slot Attention's family on single frames
+SMALL_FRAMES = ("data.resolution=32", "model.decoder.output_size=8", "model.decoder.broadcast_size=8")
+"""32 x 32 frames decoded at 8 x 8 (the experiments: 64 x 64 decoded at 16 x 16): the pixel models'
+step at under half the cost, with video FG-ARI 0.47-0.55 at step 1,000 (0.55-0.58 at 64 x 64)."""
 
 CASES = [
-    LearningCase(  # the default run (SAVi on pixels), its encoder at kernel 3 for a ~2x cheaper step
+    LearningCase(  # the default run (SAVi on pixels), its encoder at kernel 3, on small frames
         name="savi_pixels",
-        overrides=("model.encoder.kernel_size=3", *first_steps(1000, "model.scheduler.decay_steps", val_size=32)),
+        overrides=(
+            "model.encoder.kernel_size=3",
+            *SMALL_FRAMES,
+            *first_steps(900, "model.scheduler.decay_steps", val_size=32),
+        ),
         metric="val/video_fg_ari",
-        floor=0.35,
+        floor=0.25,
     ),
-    LearningCase(
-        name="slot_attention_images",
-        overrides=("experiment=slot_attention_synthetic", *IMAGE_RUN),
-        metric="val/frame_fg_ari",
-        floor=0.35,
-    ),
-    LearningCase(  # + ARK and IPPE with point labels
+    LearningCase(  # the image family: Slot Attention + ARK and IPPE with point labels, on small frames
         name="slash_images",
-        overrides=("experiment=slash_synthetic", *IMAGE_RUN),
+        overrides=(
+            "experiment=slash_synthetic",
+            *SMALL_FRAMES,
+            *first_steps(800, "model.scheduler.decay_steps", val_size=64),
+        ),
         metric="val/frame_fg_ari",
-        floor=0.35,
+        floor=0.33,
     ),
-    LearningCase(  # the feature-reconstruction family on the stand-in patch encoder (SlotMixer decoder: its cheapest step)
-        name="videosaur_features",
+    LearningCase(  # the feature-reconstruction family on the stand-in patch encoder (SlotMixer decoder: its
+        name="videosaur_features",  # cheapest step), the decoder's render MLP 64 wide (the experiment's: 256)
         overrides=(
             "experiment=videosaur_synthetic",
+            "model.decoder.hidden_dims=[64,64]",
             *first_steps(500, "model.scheduler.decay_steps", val_size=32, schedule_steps=3000),
         ),
         metric="val/video_fg_ari",
-        floor=0.035,
+        floor=0.05,
     ),
     LearningCase(  # instance masks; its cosine schedule
         name="smtc_instances",
