@@ -668,7 +668,9 @@ def report(rows: Sequence[Row], args: argparse.Namespace) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; ``--quick`` replaces the defaults by :data:`QUICK`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary data folder")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="parent of the temporary data folder (made if missing)"
+    )
     parser.add_argument("--videos", type=int, default=8, help="training videos written per dataset")
     parser.add_argument("--frames", type=int, default=36, help="frames per YT-VIS / YT-VOS video and DAVIS sequence")
     parser.add_argument("--movi-resolution", type=int, default=128, help="MOVi-C side (published: 128, 256)")
@@ -709,6 +711,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()}")
     needed = [name for name in WRITERS if name in args.only or (name == "video_files" and DECODERS in args.only)]
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench_data_") as folder:
         root = Path(folder)
         for name in needed:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from script_runner import run_script
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -67,11 +67,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def run_cli(script: str, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python <script> <args>`` in the repository, capturing text output (never raises on failure)."""
-    return subprocess.run(
-        [sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
-    )
+def run_cli(
+    script: str, args: list[str], timeout: int = 300, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python <script> <args>`` in the repository, capturing text output (never raises on failure);
+    forked from a server that imported the framework once (:mod:`script_runner`)."""
+    return run_script(script, args, cwd=REPO, env=env, timeout=timeout)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFIG_DIR, REPO, TINY
+from conftest import CONFIG_DIR, REPO, TINY, run_cli
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -36,15 +36,10 @@ def git(*args: str) -> str:
 
 
 def compare_runs(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "scripts/compare_runs.py", *args],
-        check=False,
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """``python scripts/compare_runs.py <args>`` in a fresh interpreter: it imports too little (0.25 s a
+    run) to be worth the fork server's start (:func:`conftest.run_cli`) in the inner loop."""
+    command = [sys.executable, "scripts/compare_runs.py", *args]
+    return subprocess.run(command, check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +48,7 @@ def trained_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("trained") / "outputs" / "savi_synthetic" / "2026-01-01_00-00-00"
     args = [o for o in TINY if o != "logger=csv"]
     args += ["logger=wandb", "trainer.max_steps=2", "trainer.val_check_interval=2", "seed=3", f"hydra.run.dir={folder}"]
-    result = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300, check=False
-    )
+    result = run_cli("train.py", args, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder
 

@@ -5,13 +5,11 @@ Experiments on real datasets run on fixtures written in the published formats
 """
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from clevr_fixtures import write_clevr_tfrecord
-from conftest import CONFIG_DIR, REPO, compose_config
+from conftest import CONFIG_DIR, compose_config, run_cli
 from hydra.utils import instantiate
 from movi_fixtures import write_movi_tfds
 from omegaconf import OmegaConf
@@ -159,14 +157,7 @@ def test_default_run_is_savi_synthetic(tmp_path):
 )
 @pytest.mark.slow
 def test_bad_override_is_a_hydra_error_before_training(override, message, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}"],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("train.py", [override, f"hydra.run.dir={tmp_path}"], timeout=120)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr

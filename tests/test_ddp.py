@@ -106,13 +106,14 @@ def test_gathered_contrastive_loss_and_gradients_on_two_ranks_equal_one_process(
     term = SlotSlotContrastive(temperature=0.1, softmax_over=softmax_over, pool_videos=pool_videos).train()
     expected = term(ModelOutput(slots=full, masks=torch.zeros(0)), {})
     expected.backward()
-    # spawn, not fork: a fork of a process whose OpenMP thread pool already ran (earlier tests in the
-    # same pytest session) can deadlock in the child's first parallel operation
+    # forkserver, not fork: a fork of a process whose OpenMP thread pool already ran (earlier tests in
+    # the same pytest session) can deadlock in the child's first parallel operation; the fork server
+    # (script_runner's, with the framework imported) never ran one
     mp.start_processes(
         _contrastive_on_rank,
         args=(2, str(tmp_path / "init"), slots, str(tmp_path), softmax_over, pool_videos),
         nprocs=2,
-        start_method="spawn",
+        start_method="forkserver",
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     # DDP averages over ranks: the mean of the rank losses and of the rank gradients is one process's.

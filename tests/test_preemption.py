@@ -7,14 +7,13 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO, TINY, compose_config, one_thread
+from script_runner import start_script
 
 from ocl.callbacks.preemption import PreemptionCheckpoint
 from ocl.cli import train
@@ -50,21 +49,19 @@ def start_and_signal(run_dir: Path, signum: signal.Signals) -> tuple[int, str]:
     (mid-run), and return its exit code and output."""
     log_path = run_dir.parent / f"{run_dir.name}.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "train.py", *RUN, f"hydra.run.dir={run_dir}"], cwd=REPO, stdout=log, stderr=log, env=env
-        )
-        try:
-            deadline = time.monotonic() + 240
-            while not (run_dir / "checkpoints" / "step0000002.ckpt").is_file():
-                assert process.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, "the run wrote no checkpoint in time"
-                time.sleep(0.02)
-            process.send_signal(signum)
-            code = process.wait(timeout=240)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    process = start_script("train.py", [*RUN, f"hydra.run.dir={run_dir}"], REPO, log_path, log_path, env)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run_dir / "checkpoints" / "step0000002.ckpt").is_file():
+            assert process.exitcode is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run wrote no checkpoint in time"
+            time.sleep(0.02)
+        os.kill(process.pid, signum)
+        process.join(timeout=240)
+        code = process.exitcode
+    finally:
+        if process.exitcode is None:
+            process.kill()
     return code, log_path.read_text()
 
 

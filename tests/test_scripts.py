@@ -14,7 +14,7 @@ from scripts.bench_gpu import Step, run_step
 
 @pytest.mark.slow
 def test_bench_data_quick_prints_every_data_module_the_demand_table_and_the_decoder_comparison(tmp_path):
-    result = run_cli("scripts/bench_data.py", ["--quick", "--workdir", str(tmp_path)])
+    result = run_cli("scripts/bench_data.py", ["--quick", "--workdir", str(tmp_path / "made")])  # made if missing
     assert result.returncode == 0, result.stderr[-3000:]
     for module in ("synthetic", "movi_c", "ytvis2021", "ytvos", "davis2017", "video_files"):
         assert f"| {module} |" in result.stdout

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -378,17 +376,13 @@ def test_two_process_ddp_training_keeps_one_teacher_on_both_ranks(tmp_path):
     identical across ranks."""
     recipe = ["model.encoder_freeze=zero_lr", "model.encoder_frozen_steps=2", "model.head.attention.learn_sigma=false"]
     recipe += ["model.shared_instance_noise=false", "model.augmentation.blur_sigma_draw=run"]
-    result = subprocess.run(
-        [sys.executable, "train.py", *SYNTHETIC, *recipe, "data.train_size=8", "data.batch_size=1"]
+    result = run_cli(
+        "train.py",
+        [*SYNTHETIC, *recipe, "data.train_size=8", "data.batch_size=1"]
         + ["trainer.max_steps=3", "trainer.val_check_interval=3", "logger=csv", "callbacks.progress_bar=null"]
         + ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
         + ["trainer.strategy=ddp_find_unused_parameters_true"]
         + ["+callbacks.teacher_check._target_=ddp_checks.TeacherAgreement", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
         env={**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -2,15 +2,13 @@
 
 import csv
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import wandb
-from conftest import REPO, TINY, compose_config
+from conftest import TINY, compose_config, run_cli
 from hydra.utils import instantiate
 from wandb.proto import wandb_internal_pb2
 
@@ -160,66 +158,39 @@ def logged_history(log_file: Path, timeout_s: float = 60) -> list[dict[str, obje
 @pytest.mark.slow
 def test_train_then_eval_cli_report_the_same_metrics(tmp_path):
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
-    subprocess.run(
+    trained_run = run_cli(
+        "train.py",
         [
-            sys.executable,
-            "train.py",
             *TINY,
             "trainer.max_steps=4",
             "trainer.val_check_interval=2",
             "callbacks.checkpoint.every_n_train_steps=2",
             f"hydra.run.dir={train_dir}",
         ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=300,
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "eval.py",
-            f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}",
-            f"hydra.run.dir={eval_dir}",
-        ],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    assert trained_run.returncode == 0, trained_run.stderr[-3000:]
+    result = run_cli("eval.py", [f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}"])
     assert result.returncode == 0, result.stderr[-3000:]
     trained = json.loads((train_dir / "metrics.json").read_text())
     evaluated = json.loads((eval_dir / "metrics.json").read_text())
     assert "val/video_fg_ari" in trained
     assert trained == pytest.approx(evaluated, abs=1e-6)
     assert "val/video_fg_ari" in result.stdout
-    subprocess.run(
+    tested_run = run_cli(
+        "eval.py",
         [
-            sys.executable,
-            "eval.py",
             f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}",
             "eval.split=test",
             f"hydra.run.dir={tmp_path / 'test'}",
         ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=300,
     )
+    assert tested_run.returncode == 0, tested_run.stderr[-3000:]
     tested = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert 0.0 <= tested["test/video_fg_ari"] <= 1.0 and tested["test/video_fg_ari"] != evaluated["val/video_fg_ari"]
 
 
 @pytest.mark.slow
 def test_eval_of_a_missing_checkpoint_says_where_it_looked(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}"],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("eval.py", [f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}"], timeout=120)
     assert result.returncode != 0
     assert "checkpoint not found" in result.stderr and "nope.ckpt" in result.stderr
