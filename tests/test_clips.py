@@ -110,8 +110,11 @@ def test_chunked_evaluation_scores_every_chunk_of_every_video_separately():
 def test_whole_videos_of_different_lengths_in_one_batch_are_a_clear_error(num_workers):
     module = VideoDataModule(batch_size=2, num_workers=num_workers)
     module.val_set = ClipDataset(ArraySource([5, 3]))
+    iterator = iter(module.val_dataloader())
     with pytest.raises(DataError, match=r"data\.val_batch_size=1"):
-        next(iter(module.val_dataloader()))
+        next(iterator)
+    if num_workers:  # stop the worker now: the traceback's cycle would leave it to a garbage collection,
+        iterator._shutdown_workers()  # which can close its index queue first and wait 5 s for the worker
 
 
 @pytest.mark.parametrize(("height", "width", "size"), [(36, 64, 16), (10, 14, 23)])
