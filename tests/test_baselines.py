@@ -205,6 +205,8 @@ def test_feature_decoders_start_from_the_authors_initial_values():
 
 TINY_FEATURE_MODEL = [
     "model.encoder.weights=random",
+    "+model.encoder.depth=1",  # the recipe's ViT (patch, width, tokens) with one block: its init is 12x cheaper
+    "model.encoder.block=1",
     "model.decoder.hidden_dims=[32]",
     "trainer.max_steps=10",
 ]

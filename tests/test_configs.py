@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from clevr_fixtures import write_clevr_tfrecord
-from conftest import CONFIG_DIR, compose_config, run_cli
+from conftest import CONFIG_DIR, TINY, compose_config, compose_with_hydra, run_cli
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from movi_fixtures import write_movi_tfds
 from omegaconf import OmegaConf
@@ -145,6 +146,36 @@ def test_default_run_is_savi_synthetic(tmp_path):
     explicit = compose_config(["experiment=savi_synthetic", f"paths.output_dir={tmp_path}"])
     assert OmegaConf.to_container(default) == OmegaConf.to_container(explicit)
     assert default.model._target_ == "ocl.methods.savi.SAVi" and default.data.level == "easy"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        TINY,
+        [
+            "experiment=slotcurri_movi",
+            "model.encoder.weights=random",
+            "+model.encoder.num_heads=2",
+            "data.batch_size=3",
+        ],
+        ["experiment=savi_synthetic", "+model/ark@model.processor.corrector.logit_refiner=wnconv", "seed=5"],
+        [
+            "data=davis2017",
+            "~callbacks.progress_bar",
+            "trainer.max_steps=7",
+            "model.optimizer.lr=${model.scheduler.warmup_steps}",
+        ],
+    ],
+)
+def test_the_tests_cached_composition_equals_hydras(overrides, tmp_path):
+    overrides = [*overrides, f"paths.output_dir={tmp_path}"]
+    composed = OmegaConf.to_yaml(compose_with_hydra(overrides))
+    for _ in range(2):  # the second call comes from the cached tree
+        cached = compose_config(overrides)
+        assert OmegaConf.to_yaml(cached) == composed and OmegaConf.is_struct(cached)
+        cached.trainer.max_steps = -1  # a test's edits stay in its copy
+    with pytest.raises(ConfigCompositionException, match="Could not override 'trainer.max_stesp'"):
+        compose_config([*overrides, "trainer.max_stesp=3"])
 
 
 @pytest.mark.parametrize(
