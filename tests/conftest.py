@@ -81,7 +81,9 @@ def _composed_tree(name: str, choosing: tuple[str, ...]) -> DictConfig:
 
 
 def _chooses_configs(override: Override) -> bool:
-    """Whether Hydra uses ``override`` to build the defaults list, not to set a value afterwards."""
+    """Whether ``override`` goes into the cached composition: it chooses configs (a group, a package,
+    Hydra's own groups) or adds, deletes or sweeps, so Hydra handles it as on the command line; the
+    others are plain ``key=value`` settings that Hydra applies to the composed tree."""
     return (
         override.key_or_group in CONFIG_GROUPS
         or override.key_or_group.split("/")[0] == "hydra"
