@@ -42,6 +42,7 @@ def train_bar_lines(tmp_path: Path, max_steps: int, max_epochs: int = -1, ckpt_p
 
 
 def counts(lines: list[str]) -> list[str]:
+    """The ``done/total`` column of each rendered bar line."""
     return [re.search(r"\d+/-?\d+", line.split("━")[-1]).group() for line in lines]
 
 
