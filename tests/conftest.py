@@ -61,10 +61,11 @@ def compose_config(overrides: list[str], name: str = "train") -> DictConfig:
     ones are set on the result. The first step costs ~0.25 s on a slow CPU and most tests differ only
     in the second, so the tree is composed once per choice of configs and each call gets a copy with
     its values set by Hydra's own code (equal to a plain compose: ``test_configs.py``)."""
-    parsed = OverridesParser.create().parse_overrides(overrides=overrides)
-    choosing = tuple(override.input_line for override in parsed if _chooses_configs(override))
-    cfg = copy.deepcopy(_composed_tree(name, choosing))
-    ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if not _chooses_configs(o)], cfg)
+    choosing, settings = [], []
+    for override in OverridesParser.create().parse_overrides(overrides=overrides):
+        (choosing if _chooses_configs(override) else settings).append(override)
+    cfg = copy.deepcopy(_composed_tree(name, tuple(override.input_line for override in choosing)))
+    ConfigLoaderImpl._apply_overrides_to_config(settings, cfg)
     return cfg
 
 

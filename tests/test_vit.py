@@ -199,7 +199,7 @@ def test_bad_sizes_raise_clear_errors():
 def test_encoder_configs_instantiate_with_random_weights(config):
     cfg = OmegaConf.load(config)
     assert cfg.model_name in timm.list_models(pretrained=True) or cfg.weights == "random"
-    with torch.device("meta"):  # the architecture only: no time spent drawing 86M random weights
+    with torch.device("meta"):  # the architecture only: no time spent drawing random weights
         encoder = instantiate(cfg, weights="random")
     assert isinstance(encoder, ViTEncoder)
     assert encoder.embed_dim == cfg.embed_dim and encoder.patch_size == cfg.patch_size
