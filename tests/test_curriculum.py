@@ -145,6 +145,26 @@ def test_resuming_between_the_measurement_and_the_split_gives_the_same_slots(tmp
     )
 
 
+@pytest.mark.slow
+def test_gradient_accumulation_splits_once_per_growth_on_the_whole_steps_error(tmp_path):
+    """Batch 2 x 2 accumulated micro-batches draws the clips of batch 4: the same growths, errors and slots."""
+    runs = {"whole": ["data.batch_size=4"], "accumulated": ["data.batch_size=2", "+trainer.accumulate_grad_batches=2"]}
+    histories, slots = {}, {}
+    for name, overrides in runs.items():
+        output_dir = tmp_path / name
+        train(compose_config([*TINY, *CURRICULUM, *overrides, f"paths.output_dir={output_dir}"]))
+        checkpoint = torch.load(output_dir / "checkpoints" / "last.ckpt", weights_only=False)
+        histories[name] = next(v for k, v in checkpoint["callbacks"].items() if "SlotCurriculum" in k)["history"]
+        slots[name] = checkpoint["state_dict"]["processor.initialiser.slots"]
+    assert [(s["step"], s["parent"], s["children"]) for s in histories["accumulated"]] == [
+        (s["step"], s["parent"], s["children"]) for s in histories["whole"]
+    ]
+    assert [s["error_share"] for s in histories["accumulated"]] == pytest.approx(
+        [s["error_share"] for s in histories["whole"]], rel=1e-4
+    )
+    torch.testing.assert_close(slots["accumulated"], slots["whole"], rtol=1e-4, atol=1e-5)
+
+
 def test_a_method_without_learned_slots_is_refused(tmp_path):
     cfg = compose_config([*TINY, *CURRICULUM[2:], f"paths.output_dir={tmp_path}"])
     with pytest.raises(TypeError, match="LearnedInit"):

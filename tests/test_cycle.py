@@ -90,10 +90,12 @@ def test_token_subsampling_keeps_max_tokens():
     assert slots.shape == (2, 3, 4) and features.shape == (2, 5, 4)
 
 
-def test_cycle_loss_runs_in_fp32_under_autocast():
-    slots, features = torch.randn(1, 1, 3, 8).bfloat16(), torch.randn(1, 1, 10, 8).bfloat16()
+@pytest.mark.parametrize("slot_dim", [8, 6])  # 6: through the fp32 projection
+def test_cycle_loss_runs_in_fp32_under_autocast(slot_dim):
+    slots, features = torch.randn(1, 1, 3, slot_dim).bfloat16(), torch.randn(1, 1, 10, 8).bfloat16()
+    term = FeatureSlotFeatureCycle(weight=1.0, slot_dim=slot_dim, feature_dim=8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = FeatureSlotFeatureCycle(weight=1.0)(output_of(slots, features), {})
+        loss = term(output_of(slots, features), {})
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 

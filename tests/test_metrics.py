@@ -30,6 +30,8 @@ from ocl.metrics import (
     segmentation_contingency,
     video_fg_ari,
 )
+from ocl.metrics.scoring import update_metrics
+from ocl.predict.clips import clip_metrics
 
 # ----------------------------------------------------------------------------- references
 
@@ -226,6 +228,16 @@ def test_hard_segmentation_matches_interpolate_argmax(monkeypatch: pytest.Monkey
     torch.testing.assert_close(hard_segmentation(soft, (4, 6)), soft.argmax(2))
 
 
+def test_more_slots_than_the_cpu_kernel_takes_are_scored_by_torchs_resize() -> None:
+    """SMTC-sized slot counts over the int8 kernel's 127 give the same ids and tables, not an error."""
+    soft = torch.rand(1, 2, 130, 3, 4, generator=torch.Generator().manual_seed(0)).softmax(dim=2)
+    true = random_labels(1, 2, 6, 8, 3, 0)
+    ids = hard_segmentation(soft, (6, 8))
+    expected = F.interpolate(soft.flatten(0, 1), size=(6, 8), mode="bilinear", align_corners=False).argmax(1)
+    torch.testing.assert_close(ids, expected.reshape(1, 2, 6, 8))
+    torch.testing.assert_close(segmentation_contingency(soft, true), contingency(ids, true, 130))
+
+
 def test_hard_segmentation_ties_go_to_first_slot() -> None:
     soft = torch.full((1, 2, 4, 3, 3), 0.25)
     soft[:, 1, 2:] = 0.5
@@ -351,6 +363,26 @@ def test_callback_logs_val_and_test_metrics() -> None:
 
     callback.on_validation_batch_end(trainer, model, None, {"video": batches[0]["video"]}, 0)  # no labels: skipped
     assert not callback.stage_metrics["val"]["mbo"].update_called
+
+
+def test_each_metric_scores_the_masks_its_mask_source_names() -> None:
+    """SMTC's semantic metrics score ``extras["semantic_masks"]``, in the callback and the notebook alike."""
+    true = random_labels(1, 3, 8, 8, 3, 0)
+    instance, semantic = (
+        torch.rand(1, 3, k, 4, 4, generator=torch.Generator().manual_seed(k)).softmax(dim=2) for k in (6, 2)
+    )
+    output = ModelOutput(slots=torch.zeros(1, 3, 6, 1), masks=instance, extras={"semantic_masks": semantic})
+    metrics = {"video_fg_ari": VideoFGARI(), "semantic_video_fg_ari": VideoFGARI(mask_source="semantic_masks")}
+    scores = clip_metrics(output, true[0], metrics)
+    for name, masks in (("video_fg_ari", instance), ("semantic_video_fg_ari", semantic)):
+        direct = VideoFGARI()
+        direct.update(masks, true)
+        assert scores[name] == pytest.approx(direct.compute().item(), abs=1e-9)
+    assert scores["video_fg_ari"] != pytest.approx(scores["semantic_video_fg_ari"])
+    with pytest.raises(KeyError, match="semantic_masks.*does not return"):
+        update_metrics(
+            {"semantic": VideoFGARI(mask_source="semantic_masks")}, ModelOutput(output.slots, instance), true
+        )
 
 
 def test_slots_per_object_counts_slots_owning_five_percent_of_an_object():

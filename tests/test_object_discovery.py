@@ -89,6 +89,9 @@ class FakeSMTC(nn.Module):
         self.encoder.mean, self.encoder.std = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
         self.calls: list[tuple[tuple[int, ...], int | None]] = []
 
+    def patch_encoder(self) -> nn.Module:
+        return self.encoder
+
     def instance_proposals(self, video: torch.Tensor, num_iterations: int | None = None):
         self.calls.append((tuple(video.shape), num_iterations))
         frames = video.shape[1]

@@ -16,7 +16,9 @@ and the children are written in place while later parents of the same growth are
 Differences that change nothing on one process: errors are all-reduced over DDP ranks and the
 split is seeded and broadcast from rank 0, so every rank holds the same slots; the measured
 errors are callback state saved in checkpoints, so a run resumed between the measurement and
-the split splits exactly as an uninterrupted one.
+the split splits exactly as an uninterrupted one. With ``trainer.accumulate_grad_batches > 1``
+the error is summed over all micro-batches of the step before the growth (the step's whole
+batch) and the split happens once, before the first micro-batch of step ``h``.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class SlotCurriculum(pl.Callback):
         self.stages: list[int] = []
         self.growth_steps: list[int] = []
         self.pending_errors: torch.Tensor | None = None
+        self._error_sums: tuple[torch.Tensor, torch.Tensor] | None = None  # (sums [K], count) of this step so far
+        self._batch_step = 0  # the optimiser step the current (micro-)batch trains
         self.history: list[dict[str, Any]] = []
 
     @staticmethod
@@ -128,34 +132,35 @@ class SlotCurriculum(pl.Callback):
             self.initialiser(pl_module).activate(self.stages[0])
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
+        """Split before the first (micro-)batch of a growth step; remember which step this batch trains."""
+        self._batch_step = trainer.global_step
         if self.pending_errors is not None:
             self._split(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """``trainer.global_step`` counts this batch's optimiser step already: this step was
-        ``global_step - 1``."""
+        """Measure the errors on every (micro-)batch of the step before a growth; activate the
+        children once the growth step's optimiser step is done."""
         initialiser = self.initialiser(pl_module)
         pl_module.log("curriculum/active_slots", float(initialiser.num_active), batch_size=1)
-        step = trainer.global_step - 1
-        if step in self.growth_steps:  # the children split off before this step train from the next
+        step = self._batch_step
+        stepped = trainer.global_step > step  # this batch ended an optimiser step (its last micro-batch)
+        if stepped and step in self.growth_steps:  # the children split off before this step train from the next
             initialiser.activate(self.stages[self.growth_steps.index(step) + 1])
-        if (
-            trainer.global_step in self.growth_steps
-            and self.pending_errors is None
-            and self._next_stage(trainer) > initialiser.num_active
-        ):
+        if step + 1 in self.growth_steps and self._stage_after(step + 1) > initialiser.num_active:
             sums, count = per_slot_error_sums(outputs["output"])
-            sums, count = (
-                trainer.strategy.reduce(sums, reduce_op="sum"),
-                trainer.strategy.reduce(count, reduce_op="sum"),
-            )
+            if self._error_sums is not None:
+                sums, count = sums + self._error_sums[0], count + self._error_sums[1]
+            self._error_sums = (sums, count)
+        if stepped and self._error_sums is not None:
+            sums, count = (trainer.strategy.reduce(total, reduce_op="sum") for total in self._error_sums)
             self.pending_errors = (sums / count).cpu()
+            self._error_sums = None
 
-    def _next_stage(self, trainer: pl.Trainer) -> int:
-        """The stage split off at growth step ``trainer.global_step``."""
-        return self.stages[self.growth_steps.index(trainer.global_step) + 1]
+    def _stage_after(self, growth_step: int) -> int:
+        """The stage split off at ``growth_step``."""
+        return self.stages[self.growth_steps.index(growth_step) + 1]
 
     def noise(self, growth: int, num_new: int, dim: int) -> torch.Tensor:
         """``[num_new, dim]`` standard-normal rows, one per child of growth ``growth`` (seeded)."""
@@ -166,7 +171,7 @@ class SlotCurriculum(pl.Callback):
         """Write the children of growth step ``trainer.global_step`` (before its forward pass)."""
         initialiser = self.initialiser(pl_module)
         growth = self.growth_steps.index(trainer.global_step)
-        num_active, target = initialiser.num_active, self._next_stage(trainer)
+        num_active, target = initialiser.num_active, self._stage_after(trainer.global_step)
         splits = initialiser.grow(
             self.pending_errors,
             self.noise(growth, target - num_active, initialiser.slots.shape[1]),

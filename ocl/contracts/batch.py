@@ -12,7 +12,7 @@ Every data module yields a ``dict`` with these keys, whatever the dataset:
 ``meta``
     ``{"video_id": list[str] (len B), "frame_indices": int64 [B, T]}``.
 
-Optional extras use the names in :data:`OPTIONAL_KEYS` so that losses and metrics find them:
+Optional extras, under these names so that losses and metrics find them:
 
 ``points`` (training only, with point labels, :mod:`ocl.data.points`)
     float32 ``[B, T, M, 2]``: centre ``(x, y)`` of object ``m + 1`` in normalised coordinates
@@ -42,8 +42,6 @@ FEATURES = "features"
 FEATURE_KEYS = "feature_keys"
 IGNORE_ID = -1
 """Label value of pixels that are neither background nor an object and are never scored."""
-
-OPTIONAL_KEYS = (POINTS, "flow")
 
 
 def validate_batch(batch: dict[str, Any]) -> None:

@@ -39,7 +39,8 @@ Training clips (``clip_draw``):
 - ``smtc``, SMTC's draw (``src/data.py``): a centre frame ``c`` uniform in ``[lo, n - lo - 1]``,
   ``lo = (gap * L) // 2`` for a video of ``n`` frames and clips of ``L``, frames
   ``c + gap * (i - L // 2)``, ``i < L``; so for ``L = 4`` a clip never ends in a video's last
-  ``gap`` frames. A video too short for that (``n <= 2 lo``) is drawn with ``gap - 1``, once.
+  ``gap`` frames. A video too short for that (``lo >= n - lo - 1``: no centre above ``lo``) is
+  drawn with ``gap - 1``, once.
 - ``uniform`` (ocl's): a clip starts at any frame from which it fits, ``gap`` never changes, so
   every clip has the recipe's motion.
 

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from ocl.contracts.batch import IGNORE_ID
+from ocl.metrics.protocol import hard_segmentation
 from ocl.utils.precision import at_least_float32
 
 AFFINITY_ELEMENTS = 1 << 24
@@ -203,9 +204,9 @@ def _predict_frame(
 
 
 def hard_labels(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """int64 ``[H, W]``: soft labels ``[C, h, w]`` resized bilinearly to ``size``, argmax (ties: lowest id)."""
-    resized = F.interpolate(soft[None], size=size, mode="bilinear", align_corners=False)[0]
-    return resized.max(dim=0).indices
+    """int64 ``[H, W]``: soft labels ``[C, h, w]`` resized bilinearly to ``size``, argmax (ties: lowest id;
+    the metrics' :func:`~ocl.metrics.protocol.hard_segmentation`)."""
+    return hard_segmentation(soft[None, None], size)[0, 0]
 
 
 def _check_inputs(features: torch.Tensor, first_labels: torch.Tensor, settings: PropagationSettings) -> None:
@@ -293,16 +294,6 @@ def propagate_labels(
     for t, soft in enumerate(stream, start=1):
         out[t] = hard_labels(soft, size).to(out.device)
     return out
-
-
-def propagate_soft_labels(
-    features: torch.Tensor,
-    first_labels: torch.Tensor,
-    settings: PropagationSettings,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """All of :func:`soft_label_stream` at once: ``[T, C, h, w]``."""
-    return torch.stack(list(soft_label_stream(features, first_labels, settings, device)))
 
 
 def _encode(

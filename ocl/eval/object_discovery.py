@@ -44,6 +44,7 @@ from tqdm import tqdm
 from ocl.build import UsageError, build_datamodule, report_metrics
 from ocl.contracts.batch import IGNORE_ID, MASKS, VIDEO
 from ocl.eval.propagation_run import native_videos
+from ocl.methods.smtc import SMTC
 from ocl.metrics.jandf import _pair_scores, boundary_radius
 from ocl.predict.model import load_trained_model, resolve_device
 
@@ -127,9 +128,9 @@ def matched_scores(
     return j[matched_rows, matched_cols], f[matched_rows, matched_cols]
 
 
-def video_proposals(model: torch.nn.Module, video: torch.Tensor, settings: DiscoverySettings) -> list[torch.Tensor]:
+def video_proposals(model: SMTC, video: torch.Tensor, settings: DiscoverySettings) -> list[torch.Tensor]:
     """Each frame's proposals ``[P_t, h, w]`` (soft, on the token grid) of a ``[T, 3, H, W]`` video."""
-    encoder = model.encoder
+    encoder = model.patch_encoder()
     frames = model_frames(video, settings, encoder.mean, encoder.std)
     per_frame = []
     for indices, own in chunks(len(frames), settings.chunk_frames):
@@ -192,7 +193,7 @@ def run_object_discovery(cfg: DictConfig) -> dict[str, float]:
     if not cfg.get("ckpt_path"):
         raise UsageError("eval=object_discovery needs ckpt_path=<checkpoint> of an SMTC run")
     model = load_trained_model(cfg)
-    if not hasattr(model, "instance_proposals"):
+    if not isinstance(model, SMTC):
         raise UsageError(f"eval=object_discovery scores SMTC's instance proposals; {type(model).__name__} has none")
     settings: DiscoverySettings = instantiate(cfg.eval.settings)
     device = resolve_device(cfg.eval.device)

@@ -188,7 +188,7 @@ def propagation_encoder(cfg: DictConfig) -> PatchEncoder:
         model = build_model(cfg)
     else:
         model = instantiate(cfg.model)
-    encoder = model if isinstance(model, PatchEncoder) else getattr(model, "encoder", None)
+    encoder = model.patch_encoder() if isinstance(model, ObjectCentricMethod) else model
     if not isinstance(encoder, PatchEncoder):
         raise UsageError(
             f"label propagation needs a patch encoder (a ViT or the stand-in); {type(model).__name__} has none. Use a ViT-based method's "

@@ -64,7 +64,7 @@ class CycleConsistencyLoss(LossTerm):
         """-> fp32 slots ``[B*T, K, D]`` and features ``[B*T, N', D]`` (subsampled tokens)."""
         if output.features is None:
             raise ValueError(f"{type(self).__name__} needs a method whose output has 'features'")
-        slots = output.slots.flatten(0, 1)
+        slots = output.slots.flatten(0, 1).float()  # half-precision slots meet the fp32 projection
         features = output.features.flatten(0, 1)
         if self.projection is not None:
             slots = self.projection(slots)
@@ -76,7 +76,7 @@ class CycleConsistencyLoss(LossTerm):
         if self.max_tokens is not None and features.shape[1] > self.max_tokens:
             keep = torch.randperm(features.shape[1], device=features.device)[: self.max_tokens]
             features = features[:, keep]
-        return slots.float(), features.float()
+        return slots, features.float()
 
     def affinities(self, slots: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``slots [F, K, D]``, ``features [F, N, D]`` -> ``A_sf [F, K, N]``, ``A_fs [F, N, K]``."""

@@ -18,6 +18,7 @@ from ocl.contracts.batch import num_items
 from ocl.contracts.output import ModelOutput
 from ocl.data.sampling import global_batch_index
 from ocl.losses.base import LossTerm
+from ocl.modules.patch_features import PatchEncoder
 from ocl.utils.rng import capture_rng_state, restore_rng_state, seeded
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -68,6 +69,11 @@ class ObjectCentricMethod(pl.LightningModule, ABC):
     def uses_cyclic_inference(self) -> bool:
         """Whether evaluation runs backward over the whole video (then it cannot run in chunks)."""
         return False
+
+    def patch_encoder(self) -> PatchEncoder | None:
+        """The ViT (or stand-in) whose patch tokens the method groups (what label propagation
+        evaluates), or None for a method without one."""
+        return None
 
     @abstractmethod
     def forward(self, batch: dict[str, Any]) -> ModelOutput:

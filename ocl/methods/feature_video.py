@@ -104,6 +104,9 @@ class FeatureVideoMethod(ObjectCentricMethod):
     def uses_cyclic_inference(self) -> bool:
         return self.processor.cyclic_inference
 
+    def patch_encoder(self) -> PatchEncoder:
+        return self.encoder
+
     def encode(self, video: torch.Tensor) -> ViTFeatures:
         """``video [B, T, 3, H, W]`` -> frozen features of all frames (``[B*T, N, D]`` each)."""
         return self.encoder(video.flatten(0, 1))

@@ -123,6 +123,9 @@ class SMTC(ObjectCentricMethod):
         noise = self._noise(batch_size, num_frames, keys)
         return keys, encoded.grid, head(keys, encoded.grid, noise, num_iterations)
 
+    def patch_encoder(self) -> PatchEncoder:
+        return self.encoder
+
     def _encoder_frozen(self) -> bool:
         return self.global_step < self.encoder_frozen_steps
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from ocl.metrics.protocol import contingency, sample_tables
+from ocl.metrics.protocol import per_sample_scores
 
 
 def fg_ari_from_contingency(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +68,7 @@ def video_fg_ari(pred_ids: torch.Tensor, true_ids: torch.Tensor, num_pred: int) 
     Returns:
         ``scores`` float64 ``[B]`` and ``scored`` bool ``[B]``.
     """
-    return fg_ari_from_contingency(sample_tables(contingency(pred_ids, true_ids, num_pred), video=True))
+    return per_sample_scores(fg_ari_from_contingency, pred_ids, true_ids, num_pred, video=True)
 
 
 def frame_fg_ari(pred_ids: torch.Tensor, true_ids: torch.Tensor, num_pred: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +77,4 @@ def frame_fg_ari(pred_ids: torch.Tensor, true_ids: torch.Tensor, num_pred: int) 
     Returns:
         ``scores`` float64 ``[B, T]`` and ``scored`` bool ``[B, T]``.
     """
-    b, t = true_ids.shape[:2]
-    scores, scored = fg_ari_from_contingency(sample_tables(contingency(pred_ids, true_ids, num_pred), video=False))
-    return scores.reshape(b, t), scored.reshape(b, t)
+    return per_sample_scores(fg_ari_from_contingency, pred_ids, true_ids, num_pred, video=False)

@@ -11,14 +11,12 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torchmetrics import Metric
 
 from ocl.contracts.batch import MASKS
 from ocl.contracts.output import ModelOutput
-from ocl.metrics.classes import SegmentationMetric
-from ocl.metrics.protocol import segmentation_contingency
+from ocl.metrics.scoring import metric_values, update_metrics
 
 STAGES = ("val", "test")
 
@@ -35,9 +33,10 @@ class MetricsCallback(Callback):
 
     The metrics are declared in config (``configs/metrics/``: the defaults, the data set's
     protocol, e.g. DAVIS's J&F, and the method's other masks, e.g. SMTC's semantic masks).
-    A metric whose ``mask_source`` is set (:class:`~ocl.metrics.classes.SegmentationMetric`)
-    scores ``output.extras[mask_source]`` (same layout as ``output.masks``) instead of ``output.masks``. A metric with ``compute_all()`` logs each of
-    its entries as ``{stage}/{key}``; one with ``skipped()`` also logs ``{stage}/{name}_skipped``.
+    Which masks each metric scores and what it logs: :mod:`ocl.metrics.scoring` (a
+    :class:`~ocl.metrics.base.MaskMetric` with ``mask_source`` scores ``output.extras[mask_source]``;
+    each of its :meth:`~ocl.metrics.base.MaskMetric.values` is logged as ``{stage}/{key}``, its
+    skipped count as ``{stage}/{name}_skipped``).
 
     Args:
         metrics: name -> metric whose ``update(soft_masks [B, T, K, h, w], masks [B, T, H, W])``
@@ -60,26 +59,13 @@ class MetricsCallback(Callback):
             raise TypeError(
                 f"MetricsCallback needs the {stage} step to return {{'output': ModelOutput}}, got {type(outputs)}"
             )
-        masks = batch[MASKS]
-        tables: dict[str | None, torch.Tensor] = {}  # one resize + count per mask source, shared
-        for metric in self.stage_metrics[stage].values():
-            source = getattr(metric, "mask_source", None)
-            soft_masks = output.masks if source is None else output.extras[source]
-            if isinstance(metric, SegmentationMetric):
-                if source not in tables:
-                    tables[source] = segmentation_contingency(soft_masks, masks)
-                metric.update(soft_masks, masks, table=tables[source])
-            else:
-                metric.update(soft_masks, masks)
+        update_metrics(self.stage_metrics[stage], output, batch[MASKS])
 
     def _end(self, stage: str, pl_module: LightningModule) -> None:
-        for name, metric in self.stage_metrics[stage].items():
-            if metric.update_called:  # same on every rank: all ranks see labelled batches or none
-                values = metric.compute_all() if hasattr(metric, "compute_all") else {name: metric.compute()}
-                for key, value in values.items():
-                    pl_module.log(f"{stage}/{key}", float(value), sync_dist=False)
-                if hasattr(metric, "skipped"):
-                    pl_module.log(f"{stage}/{name}_skipped", float(metric.skipped()), sync_dist=False)
+        metrics = self.stage_metrics[stage]
+        for key, value in metric_values(metrics).items():  # the same on every rank: DDP-synchronised
+            pl_module.log(f"{stage}/{key}", value, sync_dist=False)
+        for metric in metrics.values():
             metric.reset()
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -16,20 +16,20 @@ from abc import abstractmethod
 from typing import Any
 
 import torch
-from torchmetrics import Metric
 
 from ocl.metrics.ari import fg_ari_from_contingency
+from ocl.metrics.base import MaskMetric
 from ocl.metrics.overlap import fragmentation_from_contingency, mbo_from_contingency, miou_from_contingency
 from ocl.metrics.protocol import sample_tables, segmentation_contingency
 
 
-class SegmentationMetric(Metric):
+class SegmentationMetric(MaskMetric):
     """Mean of a per-sample score over scored samples; subclasses choose the score.
 
     Args:
         video: score each video as one sample (all frames together) or every frame.
-        mask_source: score ``output.extras[mask_source]`` instead of ``output.masks`` (read by
-            :class:`~ocl.metrics.callback.MetricsCallback`; e.g. SMTC's ``semantic_masks``).
+        mask_source: score ``output.extras[mask_source]`` instead of ``output.masks``
+            (:class:`~ocl.metrics.base.MaskMetric`; e.g. SMTC's ``semantic_masks``).
     """
 
     full_state_update = False
@@ -41,9 +41,8 @@ class SegmentationMetric(Metric):
     num_skipped: torch.Tensor
 
     def __init__(self, video: bool = True, mask_source: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(mask_source=mask_source, **kwargs)
         self.video = video
-        self.mask_source = mask_source
         for name in ("score_sum", "num_scored", "num_skipped"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 

@@ -319,6 +319,10 @@ def _redo_ties(frame: torch.Tensor, size: tuple[int, int], slots: torch.Tensor, 
     labels[tied] = winners[tied].to(torch.int8)
 
 
+MAX_SLOTS = 127
+"""Most slots :func:`segment_and_count` takes (ids are int8); :mod:`ocl.metrics.protocol` resizes more in torch."""
+
+
 def segment_and_count(
     frames: torch.Tensor, size: tuple[int, int], true_ids: torch.Tensor | None = None, num_true: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -335,8 +339,8 @@ def segment_and_count(
         ``[N, K, num_true]`` counts (``None`` without ``true_ids``).
     """
     n, k, h, w = frames.shape
-    if k > 127:
-        raise ValueError(f"the CPU segmentation kernel stores slot ids as int8: at most 127 slots, got {k}")
+    if k > MAX_SLOTS:
+        raise ValueError(f"the CPU segmentation kernel stores slot ids as int8: at most {MAX_SLOTS} slots, got {k}")
     soft = frames.detach().float().contiguous()
     soft_np = soft.numpy()
     winners = np.empty((n, h, w), np.int8)

@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
-from torchmetrics import Metric
 
 from ocl.contracts.batch import IGNORE_ID
+from ocl.metrics.base import MaskMetric
 from ocl.metrics.protocol import hard_segmentation
 
 BOUND_TH = 0.008
@@ -320,18 +320,19 @@ def j_and_f(
     return ObjectScores(object_ids, j_mean[assigned, objects], f_mean[assigned, objects])
 
 
-class JAndF(Metric):
+class JAndF(MaskMetric):
     """DAVIS J&F of slot masks under the unsupervised protocol, accumulated over videos and DDP ranks.
 
     ``update`` applies :func:`~ocl.metrics.protocol.hard_segmentation` (bilinear resize to the
     labels, argmax over slots) and scores each video with :func:`j_and_f` (``match=True``:
-    every slot is a proposal, all frames). ``compute`` returns J&F; :meth:`compute_all` also
+    every slot is a proposal, all frames). ``compute`` returns J&F; :meth:`values` also
     returns J-Mean and F-Mean. Means are over all objects of all videos, like the toolkit's.
     Videos without objects are counted in ``num_skipped``. States are float64 sums.
 
     Args:
         bound_th: boundary tolerance, see :func:`boundary_radius`.
         void_as_background: see :func:`j_and_f`.
+        mask_source: see :class:`~ocl.metrics.base.MaskMetric`.
     """
 
     full_state_update = False
@@ -343,8 +344,14 @@ class JAndF(Metric):
     num_objects: torch.Tensor
     num_skipped: torch.Tensor
 
-    def __init__(self, bound_th: float = BOUND_TH, void_as_background: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        bound_th: float = BOUND_TH,
+        void_as_background: bool = False,
+        mask_source: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(mask_source=mask_source, **kwargs)
         boundary_radius(1, 1, bound_th)  # validate now rather than at the first update
         self.bound_th = bound_th
         self.void_as_background = void_as_background
@@ -378,8 +385,8 @@ class JAndF(Metric):
         """J&F-Mean: ``(J-Mean + F-Mean) / 2`` over all scored objects (NaN if none)."""
         return (self.j_sum + self.f_sum) / (2 * self.num_objects)
 
-    def compute_all(self) -> dict[str, torch.Tensor]:
-        """``{"j_and_f", "j", "f"}`` means over objects, summed over DDP ranks."""
+    def values(self, name: str) -> dict[str, torch.Tensor]:
+        """``{"j_and_f", "j", "f"}`` means over objects, summed over DDP ranks (whatever ``name``)."""
         with self.sync_context():
             j, f = self.j_sum / self.num_objects, self.f_sum / self.num_objects
             return {"j_and_f": (j + f) / 2, "j": j, "f": f}

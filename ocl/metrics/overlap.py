@@ -12,12 +12,10 @@ on the device; only the small Hungarian assignment of mIoU runs per sample on th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ocl.metrics.protocol import contingency, sample_tables
+from ocl.metrics.protocol import per_sample_scores
 
 
 def iou_from_contingency(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,18 +76,6 @@ def miou_from_contingency(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return _mean_over_objects(matched.to(iou.device), present)
 
 
-ScoreFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def _per_sample(
-    score_fn: ScoreFn, pred_ids: torch.Tensor, true_ids: torch.Tensor, num_pred: int, video: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply a ``*_from_contingency`` function and shape the result ``[B]`` or ``[B, T]``."""
-    scores, scored = score_fn(sample_tables(contingency(pred_ids, true_ids, num_pred), video))
-    shape = true_ids.shape[:1] if video else true_ids.shape[:2]
-    return scores.reshape(shape), scored.reshape(shape)
-
-
 def mean_best_overlap(
     pred_ids: torch.Tensor, true_ids: torch.Tensor, num_pred: int, video: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +90,7 @@ def mean_best_overlap(
     Returns:
         ``scores`` float64 and ``scored`` bool, ``[B]`` if ``video`` else ``[B, T]``.
     """
-    return _per_sample(mbo_from_contingency, pred_ids, true_ids, num_pred, video)
+    return per_sample_scores(mbo_from_contingency, pred_ids, true_ids, num_pred, video)
 
 
 def mean_iou(
@@ -114,4 +100,4 @@ def mean_iou(
 
     Arguments and returns as :func:`mean_best_overlap`.
     """
-    return _per_sample(miou_from_contingency, pred_ids, true_ids, num_pred, video)
+    return per_sample_scores(miou_from_contingency, pred_ids, true_ids, num_pred, video)

@@ -13,22 +13,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from ocl.contracts.batch import IGNORE_ID
-from ocl.metrics.cpu_segmentation import segment_and_count
+from ocl.metrics.cpu_segmentation import MAX_SLOTS, segment_and_count
 
 MAX_RESIZE_ELEMENTS = 1 << 22
 """Upper bound on the elements of one resized chunk (``frames * K * H * W``): 16 MB in fp32,
 small enough to stay cache-friendly on CPU and to bound memory on long, large videos."""
 
 
+def uses_cpu_kernel(soft_masks: torch.Tensor) -> bool:
+    """Whether ``soft_masks [B, T, K, h, w]`` go through :mod:`ocl.metrics.cpu_segmentation` (on the
+    CPU, at most its :data:`~ocl.metrics.cpu_segmentation.MAX_SLOTS` slots) rather than torch's resize."""
+    return soft_masks.device.type == "cpu" and soft_masks.shape[2] <= MAX_SLOTS
+
+
 def hard_segmentation(soft_masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize soft masks to the label size and take the argmax over slots.
 
     Ties go to the lowest slot index. On the CPU the compiled loops of
-    :mod:`ocl.metrics.cpu_segmentation` give the same ids without resizing every slot; elsewhere
+    :mod:`ocl.metrics.cpu_segmentation` give the same ids without resizing every slot (up to its
+    127 slots, :func:`uses_cpu_kernel`); elsewhere
     frames are resized in chunks of at most :data:`MAX_RESIZE_ELEMENTS` elements (at least one
     frame), so ``[B, T, K, H, W]`` is never held at once.
 
@@ -42,7 +51,7 @@ def hard_segmentation(soft_masks: torch.Tensor, size: tuple[int, int]) -> torch.
     b, t, k, h, w = soft_masks.shape
     height, width = size
     frames = soft_masks.reshape(b * t, k, h, w)
-    if soft_masks.device.type == "cpu":
+    if uses_cpu_kernel(soft_masks):
         return segment_and_count(frames, size)[0].long().reshape(b, t, height, width)
     chunk = max(1, MAX_RESIZE_ELEMENTS // (k * height * width))
     out = torch.empty(b * t, height, width, dtype=torch.int64, device=soft_masks.device)
@@ -112,9 +121,22 @@ def segmentation_contingency(soft_masks: torch.Tensor, true_masks: torch.Tensor)
     """
     b, t, k, h, w = soft_masks.shape
     size = (true_masks.shape[-2], true_masks.shape[-1])
-    if soft_masks.device.type != "cpu":
+    if not uses_cpu_kernel(soft_masks):
         return contingency(hard_segmentation(soft_masks.detach(), size), true_masks, k)
     num_true = _check_true_ids(true_masks) + 1
     frames, true_frames = soft_masks.reshape(b * t, k, h, w), true_masks.reshape(b * t, *size)
     table = segment_and_count(frames, size, true_frames, num_true)[1]
     return table.reshape(b, t, k, num_true).to(torch.float64)
+
+
+ScoreFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def per_sample_scores(
+    score_fn: ScoreFn, pred_ids: torch.Tensor, true_ids: torch.Tensor, num_pred: int, video: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score hard ids ``[B, T, H, W]`` by a ``*_from_contingency`` function, one sample per video
+    (``[B]`` scores and scored flags) or per frame (``[B, T]``)."""
+    scores, scored = score_fn(sample_tables(contingency(pred_ids, true_ids, num_pred), video))
+    shape = true_ids.shape[:1] if video else true_ids.shape[:2]
+    return scores.reshape(shape), scored.reshape(shape)

@@ -14,8 +14,10 @@ from torchmetrics import Metric
 
 from ocl.build import build_datamodule
 from ocl.contracts.batch import MASKS, META, VIDEO
+from ocl.contracts.output import ModelOutput
 from ocl.data.transforms import VideoTransform
 from ocl.data.video_files import VideoFileSource
+from ocl.metrics.scoring import metric_values, update_metrics
 
 
 @dataclass(frozen=True)
@@ -55,19 +57,19 @@ def file_clip(path: str | Path, transform: VideoTransform, max_frames: int | Non
     return Clip(source.video_id(0), video)
 
 
-def clip_metrics(soft_masks: torch.Tensor, labels: torch.Tensor, metrics: Mapping[str, Metric]) -> dict[str, float]:
-    """The clip's scores by ``metrics`` (``instantiate(cfg.metrics)``: what ``eval.py`` logs).
+def clip_metrics(output: ModelOutput, labels: torch.Tensor, metrics: Mapping[str, Metric]) -> dict[str, float]:
+    """The clip's scores by ``metrics`` (``instantiate(cfg.metrics)``: what ``eval.py`` logs, each on
+    the masks it scores, e.g. SMTC's semantic masks; :mod:`ocl.metrics.scoring`).
 
     Args:
-        soft_masks: ``[T, K, h, w]`` the model's soft masks of the clip.
+        output: the model's output of the clip, batch size one
+            (:func:`~ocl.predict.model.predict_output`; ``masks [1, T, K, h, w]``).
         labels: int64 ``[T, H, W]`` its instance labels.
         metrics: name -> metric (fresh instances; updated here).
 
     Returns:
-        name -> score; NaN where the clip has nothing to score (e.g. no foreground object).
+        key -> score (J&F gives ``j_and_f``, ``j`` and ``f``); NaN where the clip has nothing to
+        score (e.g. no foreground object).
     """
-    scores = {}
-    for name, metric in metrics.items():
-        metric.update(soft_masks.unsqueeze(0), labels.unsqueeze(0))
-        scores[name] = float(metric.compute())
-    return scores
+    update_metrics(metrics, output, labels.unsqueeze(0))
+    return metric_values(metrics, with_skipped=False)

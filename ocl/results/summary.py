@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ocl.results.records import METRIC_PREFIX, RunRecord
+from ocl.utils.run_identity import override_key
 
 IGNORED_OVERRIDES = ("seed", "ckpt_path", "hydra", "paths", "logger")
 """Override keys (and their sub-keys) that do not make a run a different variant."""
@@ -68,12 +69,8 @@ class ResultRow:
     metrics: dict[str, MetricSummary]
 
 
-def _override_key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
 def _counts(override: str) -> bool:
-    key = _override_key(override)
+    key = override_key(override)
     return not any(key == ignored or key.startswith((f"{ignored}.", f"{ignored}/")) for ignored in IGNORED_OVERRIDES)
 
 

@@ -118,6 +118,11 @@ def method_name(experiment: str, dataset: str, model_choice: str | None) -> str 
     return model_choice
 
 
+def override_key(override: str) -> str:
+    """The key a Hydra command-line override sets: ``+model.x=1`` -> ``model.x``, ``~data`` -> ``data``."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
 def hydra_runtime() -> tuple[dict[str, str], list[str]]:
     """Hydra's config-group choices and task overrides of this process; empty outside a Hydra app."""
     from hydra.core.hydra_config import HydraConfig

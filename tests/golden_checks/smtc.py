@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from golden_checks.common import FLOAT64, Fixture, expect_close, expect_gradients, load_mapped
-from ocl.eval.label_propagation import PropagationSettings, downsample_labels, hard_labels, propagate_soft_labels
+from ocl.eval.label_propagation import PropagationSettings, downsample_labels, hard_labels, soft_label_stream
 from ocl.losses import smtc as losses
 from ocl.methods.smtc import SMTC
 from ocl.modules.semantic_instance import (
@@ -252,7 +252,7 @@ def check_label_propagation(fixture: Fixture) -> None:
     grid = tuple(features.shape[-2:])
     first_grid = downsample_labels(first_labels, grid)
     expect_close(first_grid.permute(1, 2, 0), fixture["output/first_labels_grid"], FLOAT64, "first_labels_grid")
-    soft = propagate_soft_labels(features, first_labels, settings)  # [T, C, h, w], frame 0 = first_grid
+    soft = torch.stack(list(soft_label_stream(features, first_labels, settings)))  # [T, C, h, w], frame 0 = first_grid
     expect_close(soft.permute(0, 2, 3, 1), fixture["output/soft_labels"], FLOAT64, "soft_labels")
     hard = torch.stack([hard_labels(frame, tuple(first_labels.shape)) for frame in soft])
     expect_close(hard.double(), fixture["output/hard_labels"], 0.0, "hard_labels")
