@@ -17,13 +17,14 @@ def main(cfg: DictConfig) -> None:
     from ocl.cli import evaluate
     from ocl.data.errors import DataError, user_message
     from ocl.data.sampling import ShardingError
+    from ocl.utils.checkpoints import CheckpointError
     from ocl.utils.config_values import ConfigValueError
 
     try:
         evaluate(cfg)
     except DataError as error:
         raise SystemExit(user_message(error)) from None
-    except (UsageError, ShardingError, ConfigValueError) as error:
+    except (UsageError, ShardingError, CheckpointError, ConfigValueError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

@@ -8,7 +8,7 @@ The run's config is rebuilt from the training overrides stored in the checkpoint
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="predict")
@@ -16,14 +16,13 @@ def main(cfg: DictConfig) -> None:
     from ocl.build import UsageError
     from ocl.data.errors import DataError, user_message
     from ocl.predict.video import run_prediction
+    from ocl.utils.checkpoints import CheckpointError
 
-    if OmegaConf.is_missing(cfg, "video"):
-        raise SystemExit("error: no video given: python predict.py ckpt_path=<ckpt> video=<file.mp4>")
     try:
         run_prediction(cfg)
     except DataError as error:
         raise SystemExit(user_message(error)) from None
-    except UsageError as error:  # e.g. a model that cannot run the video in chunks
+    except (UsageError, CheckpointError) as error:  # e.g. no ckpt_path, a used out=, weights of another model
         raise SystemExit(f"error: {error}") from None
 
 

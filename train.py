@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from ocl.build import UsageError
     from ocl.callbacks.preemption import RunPreempted
     from ocl.cli import train
     from ocl.data.errors import DataError, user_message
@@ -22,7 +23,7 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(user_message(error)) from None
     except RunPreempted as stop:
         raise SystemExit(str(stop)) from None
-    except (ShardingError, CheckpointError, ConfigValueError, NonFiniteLossError) as error:
+    except (UsageError, ShardingError, CheckpointError, ConfigValueError, NonFiniteLossError) as error:
         raise SystemExit(f"error: {error}") from None
     return metrics.get("val/video_fg_ari")
 

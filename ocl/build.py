@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,14 @@ from omegaconf import DictConfig
 
 from ocl.data.errors import DataError
 from ocl.methods.base import ObjectCentricMethod
+from ocl.modules.vit import WeightsError
 from ocl.utils.checkpoints import (
     AtomicCheckpointIO,
     CheckpointError,
     read_checkpoint,
 )
 from ocl.utils.precision import emulated_bf16_warning
+from ocl.utils.run_identity import override_key
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,16 @@ class UsageError(ValueError):
 
 
 def build_model(cfg: DictConfig) -> ObjectCentricMethod:
-    """The method of ``cfg.model`` with the loss terms of ``cfg.loss``."""
+    """The method of ``cfg.model`` with the loss terms of ``cfg.loss``. Encoder weights that cannot
+    be downloaded, found or read (:class:`~ocl.modules.vit.WeightsError`) raise a :class:`UsageError`
+    with the error's instructions, which entry points print alone."""
     losses = {name: instantiate(term) for name, term in cfg.loss.items()}
-    return instantiate(cfg.model, losses=losses)
+    try:
+        return instantiate(cfg.model, losses=losses)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, WeightsError):
+            raise UsageError(str(error.__cause__)) from None
+        raise
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
@@ -120,8 +129,26 @@ def load_checkpoint_info(ckpt_path: str) -> dict[str, Any]:
     return checkpoint["ocl"]
 
 
-def _override_key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
+def model_input_size(data: Mapping[str, Any]) -> int | None:
+    """The frame size a data config feeds the model in evaluation: ``eval_transform.size``, else
+    ``resolution`` (the embedded data); None if it sets neither."""
+    transform = data.get("eval_transform") or {}
+    return transform.get("size") or data.get("resolution")
+
+
+def input_size_warning(ckpt_path: str, record: Mapping[str, Any], data: Mapping[str, Any]) -> str | None:
+    """A warning when ``data`` feeds the model of ``ckpt_path`` (its ocl ``record``,
+    :func:`load_checkpoint_info`) frames of another size than its training run's evaluation did
+    (e.g. ``data=video_files`` at 224 for a model trained at 64); else None."""
+    trained = model_input_size(record["config"].get("data") or {})
+    evaluated = model_input_size(data)
+    if trained is None or evaluated is None or trained == evaluated:
+        return None
+    key = "data.eval_transform.size" if data.get("eval_transform") else "data.resolution"
+    return (
+        f"the model of {ckpt_path} was trained and validated on {trained}x{trained} frames; this evaluation feeds it "
+        f"{evaluated}x{evaluated} ({key}): set {key}={trained} to evaluate it as trained"
+    )
 
 
 def replayed_overrides(ckpt_path: str, command_line: list[str]) -> list[str]:
@@ -131,11 +158,11 @@ def replayed_overrides(ckpt_path: str, command_line: list[str]) -> list[str]:
     those under a config group the command line replaces (``data=davis2017`` drops the
     stored ``data.*`` values, which belong to the training dataset's config).
     """
-    replaced = tuple(f"{_override_key(o)}." for o in command_line if "=" in o and "." not in _override_key(o))
+    replaced = tuple(f"{override_key(o)}." for o in command_line if "=" in o and "." not in override_key(o))
     return [
         o
         for o in load_checkpoint_info(ckpt_path)["overrides"]
-        if not o.lstrip("+~").startswith(EVAL_IGNORED_TRAIN_OVERRIDES) and not _override_key(o).startswith(replaced)
+        if not o.lstrip("+~").startswith(EVAL_IGNORED_TRAIN_OVERRIDES) and not override_key(o).startswith(replaced)
     ]
 
 

@@ -19,6 +19,8 @@ from ocl.build import (
     build_datamodule,
     build_model,
     build_trainer,
+    input_size_warning,
+    load_checkpoint_info,
     report_metrics,
     scalar_metrics,
 )
@@ -112,14 +114,25 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise UsageError(f"unknown eval.mode {cfg.eval.mode!r}; the configs/eval protocols set it")
     if not cfg.get("ckpt_path"):
         raise UsageError("eval.py needs ckpt_path=<checkpoint> (written by train.py in <run folder>/checkpoints/)")
+    if cfg.eval.split not in ("val", "test"):
+        raise UsageError(f"eval.split must be val or test, got {cfg.eval.split!r}")
     check_config_values(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    record = load_checkpoint_info(cfg.ckpt_path)
+    size_warning = input_size_warning(cfg.ckpt_path, record, cfg.data)
+    if size_warning is not None:
+        log.warning(size_warning)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     trainer = build_trainer(cfg)
     stage = cfg.eval.split
     run = trainer.test if stage == "test" else trainer.validate
-    run(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
+    try:
+        run(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
+    except RuntimeError as error:
+        if not is_weights_mismatch(error):
+            raise
+        raise weights_mismatch(cfg.ckpt_path, {"ocl": record}, cfg.name, error) from None
     metrics = scalar_metrics(trainer, f"{stage}/")
     problem = divergence(model, metrics)
     notes = None

@@ -6,7 +6,8 @@
 
 Options (``configs/cache_features.yaml``): ``cache.dir``, ``cache.split``, ``cache.crops`` (crop
 offsets cached per video for random crops), ``cache.dtype`` (float16 | float32),
-``cache.precision`` (the encoder's), ``cache.batch_frames``, ``cache.device``. Every other
+``cache.precision`` (the encoder's), ``cache.batch_frames``, ``cache.device``, ``cache.overwrite``
+(false: a folder that already holds a cache, complete or interrupted, is refused). Every other
 override is the experiment's, as for ``train.py``: the cache records what its features depend on
 (encoder and weights, resolution, dataset and split, transform) and training refuses a cache
 that does not match. docs/scaling.md ("Frozen-feature cache") says what changes in training.
@@ -14,6 +15,7 @@ that does not match. docs/scaling.md ("Frozen-feature cache") says what changes 
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -42,6 +44,15 @@ def encoder_call(model: torch.nn.Module, device: torch.device, precision: str, b
     return encode
 
 
+def training_command(cache_dir: Path) -> str:
+    """``python train.py`` with this command's overrides (those of the cache itself left out) and
+    ``data.feature_cache``: the experiment the cache was written for, which its manifest must match."""
+    from ocl.utils.run_identity import hydra_runtime, override_key
+
+    overrides = [o for o in hydra_runtime()[1] if not override_key(o).startswith(("cache.", "hydra"))]
+    return shlex.join(["python", "train.py", *overrides, f"data.feature_cache={cache_dir}"])
+
+
 def write_cache(cfg: DictConfig) -> Path:
     """Build the experiment's data module and model, encode ``cfg.cache.split``, write ``cfg.cache.dir``."""
     import lightning.pytorch as pl
@@ -65,7 +76,7 @@ def write_cache(cfg: DictConfig) -> Path:
     model.to(device).eval()
     clips = datamodule.split_clips(options.split)
     keys = model_fingerprint.pop("keys")
-    encoder = model.encoder
+    encoder = model.patch_encoder()
     writer = FeatureCacheWriter(
         options.dir,
         clips,
@@ -76,6 +87,7 @@ def write_cache(cfg: DictConfig) -> Path:
         tokens=encoder.num_tokens(),
         dim=encoder.embed_dim,
         details={"precision": options.precision, "experiment": cfg.name},
+        overwrite=options.overwrite,
     )
     print(
         f"caching {len(writer)} {options.split} videos ({writer.shape[1]} frames x {writer.shape[0]} placements) "
@@ -89,7 +101,7 @@ def write_cache(cfg: DictConfig) -> Path:
             writer.write(video, encode)
     manifest = writer.finish()
     print(f"wrote {manifest} in {time.perf_counter() - started:.0f} s")
-    print(f"train with: data.feature_cache={writer.directory}")
+    print(f"train with: {training_command(writer.directory)}")
     return manifest
 
 

@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except ResultsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    found = {record.identity.experiment for record in records}
+    notes += [f"no runs of {group}" for group in args.group if group not in found]
     runs, replaced = one_run_per_seed(records)
     rows = summarise(runs, metrics)
     out = args.out or Path("outputs") / "comparisons" / ("+".join(args.group) or "all")

@@ -117,7 +117,14 @@ def run_cli(
     script: str, args: list[str], timeout: int = 300, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run ``python <script> <args>`` in the repository, capturing text output (never raises on failure);
-    forked from a server that imported the framework once (:mod:`script_runner`)."""
+    forked from a server that imported the framework once (:mod:`script_runner`).
+
+    A run given ``paths.output_dir=<dir>`` gets Hydra's run folder there too (``hydra.run.dir``),
+    so that no test writes ``.hydra/`` and logs under the repository's ``outputs/``.
+    """
+    output_dirs = [arg.split("=", 1)[1] for arg in args if arg.startswith("paths.output_dir=")]
+    if output_dirs and not any(arg.startswith("hydra.run.dir=") for arg in args):
+        args = [*args, f"hydra.run.dir={output_dirs[-1]}"]
     return run_script(script, args, cwd=REPO, env=env, timeout=timeout)
 
 

@@ -208,9 +208,18 @@ def test_compare_runs_reports_mean_and_sample_std_over_seeds(trained_run, tmp_pa
 
     out = tmp_path / "comparison"
     result = compare_runs(
-        "--runs", str(outputs), str(sweep), "--group", "savi_synthetic", "slotcurri_movi", "--out", str(out)
+        "--runs",
+        str(outputs),
+        str(sweep),
+        "--group",
+        "savi_synthetic",
+        "slotcurri_movi",
+        "slash_movi",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "note: no runs of slash_movi" in result.stderr  # a requested group without runs is said, not dropped
 
     with open(out / "results.csv", newline="") as handle:
         table = {(r["experiment"], r["variant"], r["metric"]): r for r in csv.DictReader(handle)}

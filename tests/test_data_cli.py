@@ -6,6 +6,7 @@ import pytest
 from conftest import TINY, compose_config, run_cli
 from video_fixtures import block_frames, write_davis, write_mp4
 
+from ocl.build import input_size_warning, load_checkpoint_info
 from ocl.cli import train
 
 MODEL_TINY = [o for o in TINY if not o.startswith("data.")]
@@ -30,6 +31,13 @@ def test_eval_runs_a_trained_model_on_a_users_mp4(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((tmp_path / "eval" / "visualisations").glob("val_step*.gif"))
+    # trained at data.resolution=32: video_files' default 224 would feed it another size, and says so
+    checkpoint = str(tmp_path / "train" / "checkpoints" / "last.ckpt")
+    record = load_checkpoint_info(checkpoint)
+    assert "trained and validated on" not in result.stderr
+    assert input_size_warning(checkpoint, record, {"eval_transform": {"size": 32}}) is None
+    warning = input_size_warning(checkpoint, record, {"eval_transform": {"size": 224}})
+    assert "32x32" in warning and "224x224" in warning and "data.eval_transform.size=32" in warning
 
 
 @pytest.mark.slow

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from ocl.data.clips import ClipDataset, VideoSource
 from ocl.data.datamodule import collate_videos
 from ocl.data.feature_cache import (
     FEATURES_FILE,
+    KEYS_FILE,
     MANIFEST,
     CachedClips,
     FeatureCache,
@@ -309,13 +313,68 @@ def test_a_missing_or_incomplete_cache_is_refused(tmp_path: Path, videosaur_cach
         FeatureCache(incomplete)
 
 
+def write_wide_cache(directory: Path, keys: bool, dtype: str, **options: Any) -> FeatureCacheWriter:
+    """A cache of :class:`WideVideos` (random crops and flips) with the stand-in encoder :func:`patches`."""
+    transform = VideoTransform(size=24, mode="short_side_crop", crop="random", horizontal_flip=True)
+    clips = ClipDataset(WideVideos(), clip_length=2, transform=transform)
+    fingerprint = {field: {} for field in ("encoder", "dataset", "transform")}
+    fingerprint = {**fingerprint, "resolution": {"image_size": [24, 24]}, "split": "train"}
+    writer = FeatureCacheWriter(directory, clips, fingerprint, keys, 2, dtype, 9, 192, **options)
+    for video in range(len(writer)):
+        writer.write(video, patches)
+    writer.finish()
+    return writer
+
+
+def test_the_script_refuses_to_overwrite_a_cache(tmp_path: Path, videosaur_cache: Path) -> None:
+    """A second cache_features.py run into the folder of a complete cache (another dtype here, as
+    it could be other weights) stops before writing anything, saying what the folder holds."""
+    cache = Path(shutil.copytree(videosaur_cache, tmp_path / "train"))  # the module's cache stays intact
+    before = {path.name: path.read_bytes() for path in cache.iterdir()}
+    with pytest.raises(FeatureCacheError) as error:
+        write_cache(VIDEOSAUR, cache, "cache.dtype=float32")
+    message = str(error.value)
+    assert f"feature cache folder {cache} already holds a feature cache" in message
+    assert "experiment videosaur_synthetic, split train, encoder " in message and "float16" in message
+    assert "cache.overwrite=true" in message and "another cache.dir=" in message
+    assert {path.name: path.read_bytes() for path in cache.iterdir()} == before
+    assert FeatureCache(cache).fingerprint == json.loads((cache / MANIFEST).read_text())["fingerprint"]
+
+
+def test_an_interrupted_cache_is_refused_and_overwrite_replaces_a_cache(tmp_path: Path) -> None:
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    (interrupted / FEATURES_FILE).write_bytes(b"half-written")
+    with pytest.raises(
+        FeatureCacheError,
+        match=f"{re.escape(str(interrupted))} already holds an incomplete feature cache .*cache.overwrite=true",
+    ):
+        write_wide_cache(interrupted, True, "float32")
+    assert (interrupted / FEATURES_FILE).read_bytes() == b"half-written"
+    write_wide_cache(interrupted, True, "float32", overwrite=True)
+    assert FeatureCache(interrupted).has_keys
+    manifest = (interrupted / MANIFEST).read_bytes()
+    with pytest.raises(FeatureCacheError, match="already holds a feature cache \\(split train, float32\\)"):
+        write_wide_cache(interrupted, False, "float16")
+    assert (interrupted / MANIFEST).read_bytes() == manifest
+    write_wide_cache(interrupted, False, "float16", overwrite=True)  # the old keys go with the old cache
+    cache = FeatureCache(interrupted)
+    assert not cache.has_keys and not (interrupted / KEYS_FILE).exists()
+    assert cache.read(0, np.arange(3), 0)[FEATURES].dtype == torch.float16
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FeatureCacheError, match="is a file"):
+        write_wide_cache(tmp_path / "file", False, "float16", overwrite=True)
+    write_wide_cache(tmp_path / "empty", False, "float16")  # a new or empty folder needs no overwrite
+
+
 @pytest.mark.slow
 def test_the_script_writes_a_cache_that_trains(tmp_path: Path) -> None:
     overrides = ["experiment=videosaur_synthetic", *SYNTHETIC]
     cache = tmp_path / "cache"
     result = run_cli("scripts/cache_features.py", [*overrides, f"cache.dir={cache}", f"hydra.run.dir={tmp_path}/log"])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"data.feature_cache={cache}" in result.stdout
+    # the command it prints trains the experiment the cache was written for
+    assert shlex.join(["python", "train.py", *overrides, f"data.feature_cache={cache}"]) in result.stdout
     run = tmp_path / "run"
     metrics = train(compose_config([*overrides, f"data.feature_cache={cache}", f"paths.output_dir={run}"]))
     assert -1.0 <= metrics["val/video_fg_ari"] <= 1.0

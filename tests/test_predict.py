@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli
+from conftest import compose_config, run_cli
 from PIL import Image
 from scipy.ndimage import maximum_filter, minimum_filter
 from video_fixtures import block_frames, write_mp4
 
+from ocl.build import UsageError
 from ocl.callbacks.visualisation import slot_palette
 from ocl.data.transforms import VideoTransform
 from ocl.predict.model import (
@@ -24,9 +25,11 @@ from ocl.predict.model import (
     compose_run_config,
     load_trained_model,
     predict_masks,
+    predict_output,
+    resolve_device,
 )
-from ocl.predict.video import predict_video
-from ocl.predict.writers import VOID_ID, model_view
+from ocl.predict.video import predict_video, run_prediction
+from ocl.predict.writers import VOID_ID, model_view, prepare_out_dir
 from ocl.utils.checkpoints import CheckpointError
 
 NUM_SLOTS = 3
@@ -124,6 +127,9 @@ def test_chunks_continue_from_the_previous_slots(model):
     first, second = tracker(frames[:3]), tracker(frames[3:])
     torch.testing.assert_close(torch.cat([first.slots, second.slots], dim=1), whole.slots)
     torch.testing.assert_close(torch.cat([first.masks, second.masks], dim=1), whole.masks)
+    joined = predict_output(model, frames, chunk_size=3)  # chunks of 3, 3, 1 frames
+    for name in ("slots", "masks", "reconstruction"):
+        torch.testing.assert_close(getattr(joined, name), getattr(whole, name))
     restarted = SlotTracker(model)(frames[3:])  # a fresh start instead of the carried slots
     assert (restarted.slots - whole.slots[:, 3:]).abs().max() > 1e-2
 
@@ -191,3 +197,105 @@ def test_a_missing_checkpoint_says_where_it_looked(tmp_path):
     # predict.py reports this message as one line, as eval.py does (the same ocl.build.with_training_overrides).
     with pytest.raises(CheckpointError, match=f"checkpoint not found: {tmp_path / 'nope.ckpt'}"):
         compose_run_config(tmp_path / "nope.ckpt")
+
+
+# --- bad input: one clear line, nothing lost ----------------------------------------------------
+
+
+def prediction_config(tiny_checkpoint: Path, video: Path, out: Path, *overrides: str):
+    """The config of ``predict.py ckpt_path=<tiny> video=<video> out=<out> device=cpu progress=false <overrides>``."""
+    return compose_run_config(
+        tiny_checkpoint, [f"video={video}", f"out={out}", "device=cpu", "progress=false", *overrides]
+    )
+
+
+def test_an_out_folder_holding_a_prediction_is_refused_before_anything_is_decoded(tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    first = write_mp4(tmp_path / "long.mp4", block_frames(1, 8), lossless=False)
+    run_prediction(prediction_config(tiny_checkpoint, first, out, "chunk_size=8"))
+    masks = sorted((out / "masks").iterdir())
+    overlay = (out / "overlay.mp4").read_bytes()
+    assert len(masks) == 8
+
+    # A second video (here: one that does not exist, which decoding would report as a DataError)
+    # into the same folder is refused, and the first prediction is left as it was.
+    missing = tmp_path / "short.mp4"
+    with pytest.raises(
+        UsageError, match=rf"output folder {out} already holds a prediction.*choose another out= or delete it"
+    ):
+        run_prediction(prediction_config(tiny_checkpoint, missing, out))
+    assert sorted((out / "masks").iterdir()) == masks and (out / "overlay.mp4").read_bytes() == overlay
+
+    overlay_only = tmp_path / "overlay_only"
+    overlay_only.mkdir()
+    (overlay_only / "overlay.mp4").write_bytes(b"old")
+    with pytest.raises(UsageError, match="already holds a prediction"):
+        predict_video(None, missing, overlay_only, VideoTransform(32, "resize"))
+    assert (overlay_only / "overlay.mp4").read_bytes() == b"old"
+
+    # Other files (Hydra's .hydra/ and log in the default run folder), or an empty masks/, are no prediction.
+    used = tmp_path / "used"
+    (used / "masks").mkdir(parents=True)
+    (used / "predict.log").write_text("log")
+    assert prepare_out_dir(used) == used
+
+
+def test_an_out_folder_that_cannot_be_created_is_one_clear_line(tiny_checkpoint, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "out"
+    with pytest.raises(UsageError, match=rf"cannot create the output folder {out} .*choose another out=") as raised:
+        run_prediction(prediction_config(tiny_checkpoint, tmp_path / "missing.mp4", out))
+    assert "\n" not in str(raised.value)
+
+
+def test_no_checkpoint_is_one_clear_line(tmp_path):
+    video = tmp_path / "clip.mp4"  # never read
+    cfg = compose_config([f"video={video}", f"paths.output_dir={tmp_path}"], name="predict")
+    with pytest.raises(UsageError, match=r"^predict.py needs ckpt_path=<checkpoint>"):
+        run_prediction(cfg)
+    assert not (tmp_path / "masks").exists()
+    cfg = compose_config([f"paths.output_dir={tmp_path}"], name="predict")
+    with pytest.raises(UsageError, match=r"^predict.py needs ckpt_path="):
+        run_prediction(cfg)
+
+
+def test_a_cuda_device_without_cuda_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(UsageError, match=rf"device={name}: no CUDA device is available.*device=cpu or auto"):
+            resolve_device(name)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UsageError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(UsageError, match=r"device=cuda:1: this machine has 1 CUDA device"):
+        resolve_device("cuda:1")
+
+
+def test_weights_of_another_model_are_one_clear_line(tiny_checkpoint):
+    cfg = compose_run_config(tiny_checkpoint, ["experiment=slot_attention_synthetic"])
+    with pytest.raises(CheckpointError) as raised:
+        load_trained_model(cfg)
+    message = str(raised.value)
+    assert message.startswith(f"checkpoint {tiny_checkpoint} does not fit this run's model")
+    assert "written by experiment 'savi_synthetic', this run is 'slot_attention_synthetic'" in message
+    assert "Unexpected key(s) in state_dict" in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_predict_py_prints_a_checkpoint_error_as_one_line(tiny_checkpoint, tmp_path):
+    video = write_mp4(tmp_path / "clip.mp4", block_frames(2, 3), lossless=False)
+    result = run_cli(
+        "predict.py",
+        [
+            f"ckpt_path={tiny_checkpoint}",
+            f"video={video}",
+            "experiment=slot_attention_synthetic",
+            f"paths.output_dir={tmp_path}",
+        ],
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: checkpoint {tiny_checkpoint} does not fit")
+    assert not (tmp_path / "overlay.mp4").exists()

@@ -65,7 +65,7 @@ def start_and_signal(run_dir: Path, signum: signal.Signals) -> tuple[int, str]:
     return code, log_path.read_text()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=lambda signum: signum.name)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT], ids=lambda signum: signum.name)
 @pytest.mark.slow
 def test_signalled_run_checkpoints_and_the_restarted_run_continues_exactly(tmp_path, uninterrupted, signum):
     run_dir = tmp_path / "run"
@@ -85,6 +85,14 @@ def test_signalled_run_checkpoints_and_the_restarted_run_continues_exactly(tmp_p
     assert logged(run_dir, "train/loss") == logged(uninterrupted, "train/loss")  # all steps, bit for bit
     assert sorted(logged(run_dir, "train/loss")) == list(range(MAX_STEPS))
     assert metrics == json.loads((uninterrupted / "metrics.json").read_text())
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    callback = PreemptionCheckpoint(str(tmp_path), signals=["SIGINT"])
+    callback._record(signal.SIGINT, None)  # the first: checkpoint after the step
+    assert callback._received is signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        callback._record(signal.SIGINT, None)
 
 
 def test_resume_candidates_are_the_folder_checkpoints_newest_first(tmp_path):

@@ -20,7 +20,7 @@ import torch
 import wandb
 from conftest import TINY, compose_config, run_cli
 
-from ocl.build import with_training_overrides
+from ocl.build import UsageError, with_training_overrides
 from ocl.callbacks.preemption import PreemptionCheckpoint
 from ocl.cli import evaluate, train
 from ocl.data.datamodule import NOT_RESUMABLE_WARNING
@@ -153,6 +153,8 @@ def test_unreadable_and_foreign_checkpoints_are_named_in_one_line(finished_run, 
         ("model.processor.initialiser.num_slots=0", "model.processor.initialiser.num_slots must be an integer >= 1"),
         ("trainer.max_steps=abc", "trainer.max_steps must be an integer >= 1, got 'abc'"),
         ("model.optimizer.lr=-1", "model.optimizer.lr must be a number > 0"),
+        ("model.decoder.output_size=abc", "model.decoder.output_size must be an integer >= 1, got 'abc'"),
+        ("model.encoder.output_dim=0", "model.encoder.output_dim must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_values_stop_the_run_before_any_work(tmp_path, override, message):
@@ -188,6 +190,15 @@ def test_eval_of_a_diverged_checkpoint_warns_and_marks_its_metrics(finished_run,
     assert "looks diverged" in caplog.text and name in caplog.text
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["diverged"] is True and name in written["diverged_because"]
+
+
+def test_eval_refuses_a_checkpoint_of_another_model_and_a_mistyped_split_in_one_line(finished_run, tmp_path):
+    last = finished_run / "checkpoints" / "last.ckpt"
+    other_model = config(tmp_path / "eval", f"ckpt_path={last}", "model.encoder.output_dim=24", name="eval")
+    with pytest.raises(CheckpointError, match="does not fit this run's model: it was written by experiment"):
+        evaluate(other_model)
+    with pytest.raises(UsageError, match="eval.split must be val or test, got 'tset'"):
+        evaluate(config(tmp_path / "eval", f"ckpt_path={last}", "eval.split=tset", name="eval"))
 
 
 # ----------------------------------------------------------------------------- 7. W&B

@@ -20,6 +20,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from ocl.build import UsageError, build_model
 from ocl.modules.vit import ViTEncoder, WeightsError, dino_position_embedding
 
 ENCODER_CONFIGS = [
@@ -152,8 +153,12 @@ def test_position_embedding_resampled_to_image_size(tmp_path):
 
 def test_missing_file_names_the_path(tmp_path):
     path = tmp_path / "nowhere.pth"
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+    with pytest.raises(WeightsError, match="nowhere.pth"):
         ViTEncoder(NAME, image_size=32, weights=str(path), **TINY)
+    # through a config: the message alone (entry points print UsageErrors as one line), not Hydra's wrapper
+    cfg = compose_config(["experiment=smtc_synthetic", f"model.encoder.weights={path}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(UsageError, match=r"^ViT weights file not found: .*nowhere.pth"):
+        build_model(cfg)
 
 
 def test_wrong_keys_name_the_file_and_keys(tmp_path):
@@ -180,7 +185,7 @@ def test_offline_hub_fails_fast_with_instructions(monkeypatch, tmp_path):
         ViTEncoder(NAME, image_size=32, weights="hub", **TINY)
     message = str(error.value)
     assert NAME in message and "timm/vit_small_patch16_224.dino" in message
-    assert "model.encoder.weights=" in message
+    assert "model.encoder.weights=" in message and "model.weights=" in message
 
 
 def test_bad_sizes_raise_clear_errors():

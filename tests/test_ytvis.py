@@ -14,13 +14,16 @@ from video_fixtures import (
     YTVISFixture,
     assert_train_samples_match,
     assert_whole_video_batches_match,
+    box,
+    compressed_rle,
+    uncompressed_rle,
     write_ytvis,
 )
 
 from ocl.contracts.batch import IGNORE_ID, validate_batch
 from ocl.data.errors import DataError
 from ocl.data.transforms import VideoTransform
-from ocl.data.ytvis import YTVISDataModule
+from ocl.data.ytvis import YTVISDataModule, compressed_rle_counts, decode_segmentation
 
 NUM_VAL = 2
 """Validation videos of the fixture: the last two of its four."""
@@ -224,6 +227,83 @@ def test_malformed_segmentation(ytvis):
     ytvis.edit_json(lambda data: data["annotations"][1]["segmentations"].__setitem__(0, 7))
     with pytest.raises(DataError, match="expected an RLE dict, a polygon list or null, got int"):
         load_everything(make_module(ytvis))
+
+
+# ---- RLE counts: they must add up to exactly H*W, or pycocotools fills the rest from uninitialised memory ----
+
+WHERE = "train.json: video 0a1b2c3d4e, object 1, frame 0"
+"""What a caller names the segmentation by; every error below must repeat it."""
+
+
+def irregular_masks() -> list[np.ndarray]:
+    """24x32 masks whose RLEs have runs of one to several hundred pixels: noise, a box, empty, full."""
+    rng = np.random.default_rng(3)
+    return [rng.random((24, 32)) < p for p in (0.1, 0.5, 0.9)] + [
+        box(24, 32, 2, 3, 20, 30),
+        np.zeros((24, 32), bool),
+        np.ones((24, 32), bool),
+    ]
+
+
+@pytest.mark.parametrize("encode", [compressed_rle, uncompressed_rle])
+def test_valid_rle_decodes_to_the_encoded_mask(encode):
+    for mask in irregular_masks():
+        decoded = decode_segmentation(encode(mask), 24, 32, WHERE)
+        assert decoded.dtype == bool and np.array_equal(decoded, mask)
+
+
+def test_compressed_counts_decode_to_the_run_lengths_pycocotools_encoded():
+    """The checker's own decoding of compressed strings agrees with pycocotools' encoder, also for
+    run lengths of several characters and negative differences (a 720x1280 frame)."""
+    rng = np.random.default_rng(4)
+    large = box(720, 1280, 100, 200, 600, 1100) ^ (rng.random((720, 1280)) < 0.001)
+    for mask in [*irregular_masks(), large]:
+        assert compressed_rle_counts(compressed_rle(mask)["counts"], WHERE).tolist() == uncompressed_rle(mask)["counts"]
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ([198, 8, 16], r"uncompressed RLE counts \(3 runs\) add up to 222 pixels, but the mask is 24x32 = 768 pixels"),
+        ([700, 8, 92], r"uncompressed RLE counts \(3 runs\) add up to 800 pixels, but the mask is 24x32 = 768 pixels"),
+        ([], r"uncompressed RLE counts \(0 runs\) add up to 0 pixels"),
+        ([800, -32], r"uncompressed RLE counts have a negative run length -32 at index 1"),
+        ([760.5, 7.5], r"RLE counts must be a flat list of integers"),
+        ("018", r"compressed RLE counts \(3 runs\) add up to 9 pixels, but the mask is 24x32 = 768 pixels"),
+        ("S38`00", r"compressed RLE counts \(4 runs\) add up to 131 pixels, but the mask is 24x32 = 768 pixels"),
+        ("S", r"compressed RLE counts \(1 characters\) end in the middle of a run length; the string is truncated"),
+        ("S3 8", r"compressed RLE counts have an invalid character b' ' at position 2"),
+        ("S" * 7 + "0", r"compressed RLE counts have a run length of 8 characters"),
+        (None, r"RLE 'counts' must be a list of run lengths or a compressed string, got NoneType"),
+    ],
+)
+def test_rle_counts_that_do_not_cover_the_frame_exactly_fail_naming_the_segmentation(counts, message):
+    with pytest.raises(DataError, match=message) as info:
+        decode_segmentation({"size": [24, 32], "counts": counts}, 24, 32, WHERE)
+    assert str(info.value).startswith(f"{WHERE}: ")
+
+
+@pytest.mark.parametrize(
+    ("annotation", "cut", "message"),
+    [  # frame 1 of v0: compressed 'S38`000000000000000000]=' (object 1), 21 uncompressed runs (object 2)
+        (0, slice(0, 6), r"object 1, frame 1 .*the compressed RLE counts \(4 runs\) add up to 131 pixels"),
+        (2, slice(0, -1), r"object 2, frame 1 .*the uncompressed RLE counts \(20 runs\) add up to 471 pixels"),
+    ],
+)
+def test_rle_counts_cut_short_in_the_json_fail_when_the_frame_is_read(ytvis, annotation, cut, message):
+    """A truncated compressed string (object 1 of v0) or a shortened run list (object 2) names the JSON,
+    the video, the object and the frame, instead of yielding a mask from uninitialised memory."""
+
+    def edit(data):
+        rle = data["annotations"][annotation]["segmentations"][1]
+        rle["counts"] = rle["counts"][cut]
+
+    ytvis.edit_json(edit)
+    module = make_module(ytvis)
+    module.setup()
+    with pytest.raises(DataError, match=message) as info:
+        module.train_set.source.read(0, np.arange(4))
+    assert str(ytvis.json_path) in str(info.value) and "0a1b2c3d4e" in str(info.value)
 
 
 def test_train_loader_without_trainer_yields_valid_batches(ytvis):

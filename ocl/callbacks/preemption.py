@@ -3,7 +3,8 @@ and continue in the same run folder when the job starts again.
 
 SLURM warns a job before it ends: ``--signal=USR2@120`` (what ``hydra/launcher=slurm`` asks,
 submitit's signal) or ``USR1`` (Lightning's convention) some seconds before the time limit,
-``SIGTERM`` when it preempts or cancels the job. On any of them :class:`PreemptionCheckpoint`
+``SIGTERM`` when it preempts or cancels the job; ``SIGINT`` is Ctrl-C (a second one stops at
+once, without a checkpoint). On any of them :class:`PreemptionCheckpoint`
 lets the current training step finish, writes ``<dirpath>/preempted.ckpt`` (weights, optimiser,
 schedule, data position, RNG: the state the periodic checkpoints hold, which resumes exactly),
 then hands the signal to the handler the launcher had installed (submitit's: requeue the job)
@@ -90,6 +91,10 @@ class PreemptionCheckpoint(pl.Callback):
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if self._received is None:
             self._received = signal.Signals(signum)
+            if signum == signal.SIGINT:
+                print("\ninterrupted: checkpointing after this step (Ctrl-C again to stop at once)", flush=True)
+        elif signum == signal.SIGINT:  # a second Ctrl-C: a step that hangs can still be stopped
+            raise KeyboardInterrupt
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Before Lightning installs its own handlers: these are the launcher's (e.g. submitit's).
@@ -123,8 +128,9 @@ class PreemptionCheckpoint(pl.Callback):
         received = self._received
         name = received.name if received is not None else "a signal on another DDP rank"
         outer = self._outer_handlers.get(received) if received is not None else None
-        if callable(outer):
-            outer(received, None)  # e.g. submitit's: requeue the job and exit
+        # e.g. submitit's: requeue the job and exit; Ctrl-C's default would raise KeyboardInterrupt
+        if callable(outer) and outer is not signal.default_int_handler:
+            outer(received, None)
         raise RunPreempted(name, trainer.global_step, self._saved)
 
     def on_train_batch_start(

@@ -263,12 +263,56 @@ class CachedClips(Dataset):
         return self.sample(index, None)
 
 
+CACHE_FILES = (MANIFEST, FEATURES_FILE, KEYS_FILE, INDEX_FILE, f".{INDEX_FILE}.tmp", f".{MANIFEST}.tmp")
+"""The files a writer creates in its folder (the last two: :func:`~ocl.data.files.write_atomically`'s)."""
+
+
+def describe_cache(directory: Path) -> str:
+    """What the manifest in ``directory`` says the cache holds, e.g. ``experiment videosaur_movi_c,
+    split train, encoder vit_base_patch8_224 block 12 (weights sha256 1a2b3c4d...), float16``;
+    ``an unreadable manifest`` if it cannot be read."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        fingerprint, contents = manifest["fingerprint"], manifest["contents"]
+        parts = [f"experiment {contents['experiment']}"] if "experiment" in contents else []
+        if "split" in fingerprint:
+            parts.append(f"split {fingerprint['split']}")
+        encoder = fingerprint.get("encoder")
+        if isinstance(encoder, dict) and encoder.get("model_name"):
+            name = f"encoder {encoder['model_name']}" + (f" block {encoder['block']}" if "block" in encoder else "")
+            digest = encoder.get("weights_sha256")
+            parts.append(name + (f" (weights sha256 {str(digest)[:8]}...)" if digest else ""))
+        if "dtype" in contents:
+            parts.append(str(contents["dtype"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return "an unreadable manifest"
+    return ", ".join(parts) if parts else "a manifest"
+
+
+def refuse_existing_cache(directory: Path) -> None:
+    """Raise FeatureCacheError if ``directory`` holds a feature cache, complete (a manifest: saying
+    what it holds) or interrupted (any of its files), so that writing does not replace it silently."""
+    if not directory.is_dir():
+        return
+    found = [name for name in CACHE_FILES if (directory / name).exists()]
+    if not found:
+        return
+    if MANIFEST in found:
+        held = f"already holds a feature cache ({describe_cache(directory)})"
+    else:
+        held = f"already holds an incomplete feature cache ({', '.join(found)}, no {MANIFEST}: an interrupted write?)"
+    raise FeatureCacheError(
+        f"feature cache folder {directory} {held}; to replace it, rerun with cache.overwrite=true, "
+        "or choose another cache.dir="
+    )
+
+
 class FeatureCacheWriter:
     """Writes the cache of one split: call :meth:`write` for every video, then :meth:`finish`.
 
     Args:
-        directory: the cache folder (created; a manifest already there is removed first, so an
-            interrupted rewrite leaves an incomplete cache, never a stale one).
+        directory: the cache folder (created). A folder already holding a cache, complete (a
+            manifest) or interrupted (any of its files), is refused unless ``overwrite``.
         clips: the split as its data module reads it (source and transform).
         fingerprint: the full fingerprint (:data:`MODEL_FIELDS` and :data:`DATA_FIELDS`).
         keys: store the attention keys too.
@@ -277,6 +321,11 @@ class FeatureCacheWriter:
             uncached path, twice the disk).
         tokens, dim: ``N`` and ``D`` of the encoder's output.
         details: extra manifest entries (e.g. the command and the encoder's precision).
+        overwrite: replace a cache already in ``directory`` (its manifest is removed first, so an
+            interrupted rewrite leaves an incomplete cache, never a stale one).
+
+    Raises:
+        FeatureCacheError: ``directory`` already holds a cache (and not ``overwrite``) or is a file.
     """
 
     def __init__(
@@ -290,6 +339,7 @@ class FeatureCacheWriter:
         tokens: int,
         dim: int,
         details: dict[str, Any] | None = None,
+        overwrite: bool = False,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"unknown cache dtype {dtype!r}; choose one of {list(DTYPES)}")
@@ -299,8 +349,14 @@ class FeatureCacheWriter:
         if missing:
             raise ValueError(f"the fingerprint lacks {missing}")
         self.directory = Path(directory).expanduser()
+        if not overwrite:
+            refuse_existing_cache(self.directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise FeatureCacheError(f"feature cache folder {self.directory} is a file; choose another cache.dir=")
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / MANIFEST).unlink(missing_ok=True)
+        if not keys:
+            (self.directory / KEYS_FILE).unlink(missing_ok=True)  # a replaced cache's keys
         self.clips = clips
         self.fingerprint = fingerprint
         self.keys = keys

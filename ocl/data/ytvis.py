@@ -143,21 +143,109 @@ def load_ytvis_annotations(json_path: Path) -> list[YTVISVideo]:
     return [replace(video, tracks=tuple(tracks[video.json_id])) for video in videos]
 
 
+MAX_COMPRESSED_DIGITS = 6
+"""Most characters of one run length in a COCO compressed RLE string: 6 carry 30 bits, enough for
+any frame under 2**29 pixels; pycocotools' decoder overflows (C ``int``) on longer ones."""
+
+
+def compressed_rle_counts(counts: str | bytes, where: str) -> np.ndarray:
+    """int64 run lengths of a COCO compressed RLE string, decoded as pycocotools' ``rleFrString`` does.
+
+    Each run length is a little-endian sequence of 5-bit digits, one character each (its code minus
+    48, so ``'0'..'o'``): bit 0x20 set means more digits follow, bit 0x10 of the last digit makes
+    the number negative; from the fourth run length on, the number is the difference to the run
+    length two before. Vectorised over the characters (no Python loop). Raises DataError naming
+    ``where`` for a character outside ``'0'..'o'``, a string that ends in the middle of a run length
+    (pycocotools would read past its end) or a run length of more than :data:`MAX_COMPRESSED_DIGITS`
+    characters.
+    """
+    raw = counts.encode("utf-8") if isinstance(counts, str) else bytes(counts)
+    codes = np.frombuffer(raw, np.uint8)
+    if codes.size == 0:
+        return np.zeros(0, np.int64)
+    if codes.min() < 48 or codes.max() > 111:
+        bad = int(np.argmax((codes < 48) | (codes > 111)))
+        raise DataError(
+            f"{where}: the compressed RLE counts have an invalid character {raw[bad : bad + 1]!r} at position {bad}"
+        )
+    last = np.flatnonzero(codes < 80)  # digit (code - 48) without the continuation bit 0x20: a number ends
+    if last.size == 0 or last[-1] != codes.size - 1:
+        raise DataError(
+            f"{where}: the compressed RLE counts ({codes.size} characters) end in the middle of a run length; "
+            "the string is truncated"
+        )
+    first = np.empty_like(last)
+    first[0], first[1:] = 0, last[:-1] + 1
+    lengths = last - first + 1
+    if lengths.max() > MAX_COMPRESSED_DIGITS:
+        raise DataError(
+            f"{where}: the compressed RLE counts have a run length of {int(lengths.max())} characters "
+            f"(at most {MAX_COMPRESSED_DIGITS} decode exactly)"
+        )
+    place = np.arange(codes.size) - np.repeat(first, lengths)
+    values = np.add.reduceat(((codes - 48) & 0x1F).astype(np.int64) << (5 * place), first)
+    values -= (codes[last] >= 64) * (np.int64(1) << (5 * lengths))  # last digit has 0x10: sign-extend
+    runs = values.copy()  # cnts[0..2] as stored, cnts[i] = x[i] + cnts[i - 2] after: running sums per parity
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs
+
+
+def _check_rle_counts(counts: Any, height: int, width: int, where: str) -> None:
+    """DataError naming ``where`` unless the RLE ``counts`` (a list of run lengths or a COCO compressed
+    string) are non-negative integers that add up to exactly ``height * width``: pycocotools fills
+    the pixels after short counts from uninitialised memory."""
+    if isinstance(counts, list):
+        try:
+            runs = np.asarray(counts)
+        except (ValueError, OverflowError) as error:
+            raise DataError(f"{where}: the RLE counts must be a flat list of integers: {error}") from error
+        if runs.ndim != 1 or (runs.size and runs.dtype.kind not in "iu"):
+            raise DataError(f"{where}: the RLE counts must be a flat list of integers, got {runs.dtype} {runs.shape}")
+        kind = "uncompressed"
+    elif isinstance(counts, (str, bytes)):
+        runs = compressed_rle_counts(counts, where)
+        kind = "compressed"
+    else:
+        raise DataError(
+            f"{where}: RLE 'counts' must be a list of run lengths or a compressed string, got {type(counts).__name__}"
+        )
+    if runs.size and runs.min() < 0:
+        position = int(np.argmax(runs < 0))
+        raise DataError(
+            f"{where}: the {kind} RLE counts have a negative run length {int(runs[position])} at index {position}"
+        )
+    pixels = height * width
+    if runs.size and runs.max() > pixels:  # an int64 sum could overflow: add exactly (rare, already invalid)
+        total = sum(int(run) for run in runs)
+    else:
+        total = int(runs.sum())
+    if total != pixels:
+        raise DataError(
+            f"{where}: the {kind} RLE counts ({runs.size} runs) add up to {total} pixels, "
+            f"but the mask is {height}x{width} = {pixels} pixels"
+        )
+
+
 def decode_segmentation(segmentation: Any, height: int, width: int, where: str) -> np.ndarray:
     """bool ``[height, width]`` mask of one YouTube-VIS segmentation (RLE dict or polygon list).
 
-    ``where`` names the annotation in error messages.
+    ``where`` names the annotation in error messages. RLE counts must add up to exactly
+    ``height * width`` (see :func:`_check_rle_counts`).
     """
     if isinstance(segmentation, dict):
         size = segmentation.get("size")
         if not isinstance(size, list) or size != [height, width]:
             raise DataError(f"{where}: mask size {size} differs from the frame size [{height}, {width}]")
+        if "counts" not in segmentation:
+            raise DataError(f"{where}: the RLE dict has no 'counts' field")
+        _check_rle_counts(segmentation["counts"], height, width, where)
     elif not isinstance(segmentation, list):
         raise DataError(f"{where}: expected an RLE dict, a polygon list or null, got {type(segmentation).__name__}")
     try:
         if isinstance(segmentation, list):  # polygons
             rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-        elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+        elif isinstance(segmentation["counts"], list):  # uncompressed RLE
             rle = mask_utils.frPyObjects(segmentation, height, width)
         else:  # compressed RLE
             rle = segmentation

@@ -311,16 +311,15 @@ def _create_from_hub(model_name: str, kwargs: dict[str, Any]) -> VisionTransform
         raise WeightsError(
             f"could not download the pretrained weights of {model_name} ({type(error).__name__}: {error}). "
             f"On a machine with internet access get {source}{original}, "
-            f"then pass the local file: model.encoder.weights=/path/to/file"
+            "then pass the local file as the encoder's weights: model.encoder.weights=/path/to/file "
+            "(model.weights=/path/to/file where the model is the encoder alone, as model=dino_vits16)"
         ) from error
 
 
 def _load_local_weights(vit: VisionTransformer, model_name: str, path: Path) -> None:
     """Load a timm-format or original DINO / DINOv2 state dict, resampling position embeddings."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"ViT weights file not found: {path} (weights must be '{HUB}', '{RANDOM}' or a local file)"
-        )
+        raise WeightsError(f"ViT weights file not found: {path} (weights must be '{HUB}', '{RANDOM}' or a local file)")
     try:
         state = checkpoint_filter_fn(timm.models.load_state_dict(str(path)), vit)
     except Exception as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ocl.build import UsageError, build_model, replayed_overrides
 from ocl.contracts.batch import VIDEO
 from ocl.contracts.output import ModelOutput
 from ocl.methods.base import ObjectCentricMethod
+from ocl.utils.checkpoints import is_weights_mismatch, read_checkpoint, weights_mismatch
 from ocl.utils.rng import capture_rng_state, restore_rng_state, seeded
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,21 +57,48 @@ def load_trained_model(cfg: DictConfig, device: str | torch.device = "cpu") -> O
     The checkpoint goes through the method's ``on_load_checkpoint`` first, as in Lightning (it
     restores e.g. frozen encoder weights left out of the file); the global random state that
     hook restores for resumed training is put back as it was.
+
+    Raises:
+        CheckpointError: the checkpoint is missing or unreadable
+            (:func:`~ocl.utils.checkpoints.read_checkpoint`), or its weights do not fit ``cfg.model``
+            (e.g. a checkpoint of another experiment); the message is one line that names the file.
     """
+    checkpoint = read_checkpoint(cfg.ckpt_path)
     model = build_model(cfg)
-    checkpoint = torch.load(Path(cfg.ckpt_path).expanduser(), map_location="cpu", weights_only=False)
     random_state = capture_rng_state()
     model.on_load_checkpoint(checkpoint)
     restore_rng_state(random_state)
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        if not is_weights_mismatch(error):
+            raise
+        raise weights_mismatch(cfg.ckpt_path, checkpoint, cfg.get("name"), error) from None
     return model.to(device).eval()
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: the first GPU when there is one, else the CPU; any other name as torch reads it."""
+    """``auto``: the first GPU when there is one, else the CPU; any other name as torch reads it.
+
+    Raises:
+        UsageError: ``name`` is no device torch knows, or a CUDA device this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise UsageError(f"unknown device {name!r} ({error}): use device=auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device={name}: no CUDA device is available on this machine; use device=cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UsageError(
+                f"device={name}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1}); "
+                "use one of them, device=cpu or auto"
+            )
+    return device
 
 
 def carries_slots(model: ObjectCentricMethod) -> bool:
@@ -119,12 +148,26 @@ class SlotTracker:
         return output
 
 
-def predict_masks(model: ObjectCentricMethod, video: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """Soft masks of a whole clip: ``video [T, 3, H, W]`` -> ``[T, K, h, w]`` (on the CPU), computed
-    ``chunk_size`` frames at a time (None: all at once) with the slots carried over."""
+def predict_output(model: ObjectCentricMethod, video: torch.Tensor, chunk_size: int | None = None) -> ModelOutput:
+    """The output of batch size one for a whole clip ``video [T, 3, H, W]``, on the CPU, computed
+    ``chunk_size`` frames at a time (None: all at once) with the slots carried over: each chunk's
+    tensors (``[1, T_chunk, ...]``, the contract's per-frame layout, extras included) joined over frames."""
     chunk_size = chunk_size or len(video)
     check_chunking(model, len(video), chunk_size)
     tracker = SlotTracker(model)
-    return torch.cat(
-        [tracker(video[start : start + chunk_size]).masks[0].cpu() for start in range(0, len(video), chunk_size)]
-    )
+    chunks = [tracker(video[start : start + chunk_size]) for start in range(0, len(video), chunk_size)]
+
+    def joined(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+        return None if tensors[0] is None else torch.cat([tensor.cpu() for tensor in tensors], dim=1)
+
+    values: dict[str, Any] = {
+        f.name: joined([getattr(chunk, f.name) for chunk in chunks]) for f in fields(ModelOutput) if f.name != "extras"
+    }
+    values["extras"] = {key: joined([chunk.extras[key] for chunk in chunks]) for key in chunks[0].extras}
+    return ModelOutput(**values)
+
+
+def predict_masks(model: ObjectCentricMethod, video: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    """Soft masks ``[T, K, h, w]`` (on the CPU) of a whole clip ``video [T, 3, H, W]``
+    (:func:`predict_output`)."""
+    return predict_output(model, video, chunk_size).masks[0]

@@ -20,15 +20,16 @@ import av
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ocl.build import UsageError
 from ocl.data.errors import DataError
 from ocl.data.transforms import VideoTransform
 from ocl.data.video_files import VideoFileSource
 from ocl.methods.base import ObjectCentricMethod
 from ocl.predict.model import SlotTracker, check_chunking, load_trained_model, resolve_device
-from ocl.predict.writers import PredictionWriter, model_view
+from ocl.predict.writers import PredictionWriter, model_view, prepare_out_dir
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,17 @@ def predict_video(
     Args:
         model: a trained method in evaluation mode (:func:`~ocl.predict.model.load_trained_model`).
         path: any video file decord (FFmpeg) reads.
-        out_dir: gets ``overlay.mp4`` (the input's frame count, rate and size) and ``masks/``.
+        out_dir: gets ``overlay.mp4`` (the input's frame count, rate and size) and ``masks/``; it must
+            not hold a prediction already (:func:`~ocl.predict.writers.prepare_out_dir`).
         transform: frames -> the model's input (the run's evaluation transform).
         chunk_size: frames decoded and run at once.
         alpha: weight of the slot colours in the overlay.
         progress: show a progress bar.
 
-    Raises DataError (missing or corrupt video) or ChunkingError (the model cannot run in chunks).
+    Raises DataError (missing or corrupt video), ChunkingError (the model cannot run in chunks) or
+    UsageError (``out_dir`` holds a prediction already or cannot be written; checked first).
     """
+    out_dir = prepare_out_dir(out_dir)
     path = Path(path).expanduser()
     source = VideoFileSource([path])
     num_frames = source.num_frames(0)
@@ -98,7 +102,7 @@ def predict_video(
         first = next(chunks)
         height, width = first[0].shape[1:3]
         view = model_view(transform, height, width)
-        writer = PredictionWriter(Path(out_dir), height, width, rate, view, first[1].shape[1], alpha)
+        writer = PredictionWriter(out_dir, height, width, rate, view, first[1].shape[1], alpha)
         with contextlib.closing(writer):
             for frames, masks in itertools.chain([first], chunks):
                 writer.write(frames, masks)
@@ -106,9 +110,29 @@ def predict_video(
     return Prediction(writer.overlay_path, writer.masks_dir, writer.frames_written, rate, writer.num_slots)
 
 
+USAGE = "python predict.py ckpt_path=<ckpt> video=<file.mp4>"
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Raise :class:`~ocl.build.UsageError` if ``cfg`` names no checkpoint or no video."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise UsageError(
+            f"predict.py needs ckpt_path=<checkpoint> (written by train.py in <run folder>/checkpoints/): {USAGE}"
+        )
+    if OmegaConf.is_missing(cfg, "video") or not cfg.video:
+        raise UsageError(f"no video given: {USAGE}")
+
+
 def run_prediction(cfg: DictConfig) -> Prediction:
-    """What ``predict.py`` runs: load ``cfg.ckpt_path``, predict ``cfg.video`` into ``cfg.out``, report."""
-    model = load_trained_model(cfg, resolve_device(cfg.device))
+    """What ``predict.py`` runs: load ``cfg.ckpt_path``, predict ``cfg.video`` into ``cfg.out``, report.
+
+    The checkpoint and video arguments, the device and the output folder are checked before the
+    model is loaded or a frame decoded (:class:`~ocl.build.UsageError`).
+    """
+    check_inputs(cfg)
+    device = resolve_device(cfg.device)
+    prepare_out_dir(cfg.out)
+    model = load_trained_model(cfg, device)
     prediction = predict_video(
         model, cfg.video, cfg.out, instantiate(cfg.transform), cfg.chunk_size, cfg.alpha, cfg.progress
     )

@@ -8,6 +8,7 @@ are resized to it bilinearly and the argmax taken, as the evaluation protocol do
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import av
 import numpy as np
 import torch
 
+from ocl.build import UsageError
 from ocl.callbacks.visualisation import colour_slots, slot_palette
 from ocl.data.images import write_palette_png
 from ocl.data.transforms import VideoTransform
@@ -26,6 +28,32 @@ VOID_COLOUR = (224, 224, 192)
 """Palette colour of :data:`VOID_ID`, as in the DAVIS annotations."""
 OVERLAY_NAME = "overlay.mp4"
 MASKS_FOLDER = "masks"
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and its ``masks/`` for a new prediction, and return ``out_dir``.
+
+    Raises:
+        UsageError: ``out_dir`` already holds a prediction (PNGs in ``masks/`` or an overlay), which
+            a new one would mix with its own (a shorter video leaves the old frames' PNGs); or it
+            cannot be created or written. Nothing is written then.
+    """
+    out_dir = Path(out_dir).expanduser()
+    masks_dir = out_dir / MASKS_FOLDER
+    if (out_dir / OVERLAY_NAME).exists() or (masks_dir.is_dir() and any(masks_dir.glob("*.png"))):
+        raise UsageError(
+            f"output folder {out_dir} already holds a prediction ({OVERLAY_NAME} or {MASKS_FOLDER}/*.png), which a new "
+            "one would mix with its own: choose another out= or delete it"
+        )
+    try:
+        masks_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"cannot create the output folder {out_dir} ({error.strerror or error}): choose another out="
+        ) from None
+    if not (os.access(out_dir, os.W_OK) and os.access(masks_dir, os.W_OK)):
+        raise UsageError(f"cannot write to the output folder {out_dir} (permission denied): choose another out=")
+    return out_dir
 
 
 def model_view(transform: VideoTransform, height: int, width: int) -> tuple[slice, slice]:
@@ -90,7 +118,7 @@ class PredictionWriter:
     :data:`VOID_ID` where the model does not see the frame), frame by frame.
 
     Args:
-        out_dir: the output folder (created).
+        out_dir: the output folder (created; :func:`prepare_out_dir` checks it first).
         height, width: the video's frame size.
         rate: the video's frame rate.
         view: the region of a frame the model sees (:func:`model_view`).

@@ -57,6 +57,28 @@ BY_NAME: dict[str, Rule] = {
     "num_workers": Rule(integer=True, minimum=0),
     "every_n_train_steps": Rule(integer=True, minimum=0),
     "lr": Rule(integer=False, minimum=0, strict=True),
+    "mlp_hidden_dim": Rule(integer=True, minimum=0),  # 0: no residual MLP (VideoSAUR's corrector)
+    **{  # sizes: frames, clips, token grids and widths
+        name: Rule(integer=True, minimum=1)
+        for name in (
+            "size",
+            "image_size",
+            "output_size",
+            "broadcast_size",
+            "patch_size",
+            "kernel_size",
+            "train_clip_length",
+            "eval_clip_length",
+            "frame_stride",
+            "dim",
+            "input_dim",
+            "output_dim",
+            "hidden_dim",
+            "slot_dim",
+            "token_dim",
+            "embed_dim",
+        )
+    },
 }
 """Rules for keys of that name anywhere in the config (their last component)."""
 
