@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from hydra.errors import InstantiationException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -166,13 +167,23 @@ def replayed_overrides(ckpt_path: str, command_line: list[str]) -> list[str]:
     ]
 
 
+def override_value(override: str) -> str:
+    """The value of a ``key=value`` command-line override as Hydra reads it (``ckpt_path='/a b/x.ckpt'``
+    -> ``/a b/x.ckpt``); the text after ``=`` if Hydra cannot parse it (Hydra then reports it)."""
+    try:
+        value = OverridesParser.create().parse_overrides([override])[0].value()
+    except HydraException:
+        return override.split("=", 1)[1]
+    return value if isinstance(value, str) else override.split("=", 1)[1]
+
+
 def with_training_overrides(argv: list[str]) -> list[str]:
     """``argv`` of ``eval.py`` / ``predict.py`` with the stored training overrides of its
     ``ckpt_path=`` checkpoint inserted before the user's (:func:`replayed_overrides`); unchanged
     without a checkpoint. Overrides already in ``argv`` are not inserted again: a DDP run
     (``trainer=ddp``) starts its other ranks with this process's ``argv``, which already holds them.
     A missing or foreign checkpoint exits with one line."""
-    checkpoints = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("ckpt_path=")]
+    checkpoints = [override_value(arg) for arg in argv[1:] if arg.startswith("ckpt_path=")]
     if not checkpoints:
         return argv
     try:

@@ -144,6 +144,15 @@ def test_unreadable_and_foreign_checkpoints_are_named_in_one_line(finished_run, 
         train(config(tmp_path / "foreign", "experiment=slot_attention_synthetic", f"ckpt_path={good}"))
 
 
+def test_a_quoted_checkpoint_path_with_a_space_is_read_as_hydra_reads_it(finished_run, tmp_path):
+    spaced = tmp_path / "with space" / "last.ckpt"
+    spaced.parent.mkdir()
+    shutil.copy(finished_run / "checkpoints" / "last.ckpt", spaced)
+    argv = with_training_overrides(["eval.py", f"ckpt_path='{spaced}'"])
+    assert argv[-1] == f"ckpt_path='{spaced}'" and "trainer.max_steps=6" not in argv  # training-only: not replayed
+    assert [o for o in argv[1:-1] if o.startswith("data.")] == [o for o in RUN if o.startswith("data.")]
+
+
 # ----------------------------------------------------------------------------- 5. values checked first
 
 
