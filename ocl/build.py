@@ -42,28 +42,32 @@ class UsageError(ValueError):
     entry points print the message alone."""
 
 
+def _instantiate(node: DictConfig, reported: type[Exception], **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``; a ``reported`` error raised inside is raised as itself, not
+    wrapped in Hydra's instantiation error, so that entry points can print its message alone."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, reported):
+            raise error.__cause__ from None
+        raise
+
+
 def build_model(cfg: DictConfig) -> ObjectCentricMethod:
     """The method of ``cfg.model`` with the loss terms of ``cfg.loss``. Encoder weights that cannot
     be downloaded, found or read (:class:`~ocl.modules.vit.WeightsError`) raise a :class:`UsageError`
     with the error's instructions, which entry points print alone."""
     losses = {name: instantiate(term) for name, term in cfg.loss.items()}
     try:
-        return instantiate(cfg.model, losses=losses)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, WeightsError):
-            raise UsageError(str(error.__cause__)) from None
-        raise
+        return _instantiate(cfg.model, WeightsError, losses=losses)
+    except WeightsError as error:
+        raise UsageError(str(error)) from None
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """The data module of ``cfg.data``; a :class:`DataError` raised while building it is raised
     as itself (not wrapped in Hydra's instantiation error), so entry points report it plainly."""
-    try:
-        return instantiate(cfg.data)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, DataError):
-            raise error.__cause__ from None
-        raise
+    return _instantiate(cfg.data, DataError)
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
